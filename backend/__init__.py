@@ -1,0 +1,1 @@
+"""spritequeue: a job queue service for pixel-art sprite generation."""

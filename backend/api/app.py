@@ -1,0 +1,49 @@
+"""The Starlette application: ``create_app`` and its lifespan, which owns every client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from backend.api.context import RequestContext
+from backend.api.errors import EXCEPTION_HANDLERS
+from backend.api.routes import admin, jobs, system
+from backend.config import Settings
+from backend.logs import configure_logging
+from backend.queue.dlq import DeadLetters
+from backend.queue.producer import Producer
+from backend.queue.resources import open_resources
+from backend.store.tokens import TokenStore
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; with no settings given they are read from the environment now."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        resources = await open_resources(settings)
+        producer = Producer(resources)
+        app.state.resources = resources
+        app.state.producer = producer
+        app.state.dlq = DeadLetters(resources.redis, producer)
+        app.state.tokens = TokenStore(resources.redis, bootstrap_admin=settings.admin_token)
+        log.info("api_started", l2_enabled=resources.cache.l2_enabled)
+        try:
+            yield
+        finally:
+            await resources.close()
+
+    return Starlette(
+        routes=[*jobs.routes, *system.routes, *admin.routes],
+        middleware=[Middleware(RequestContext)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,143 @@
+"""``/v1/jobs``: submit, poll, fetch the sprite, cancel, list."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from backend import metrics
+from backend.api.auth import principal
+from backend.api.body import read_json, validate
+from backend.api.params import int_param
+from backend.config import Settings
+from backend.errors import AlreadyFinished, InvalidRequest, NotFound, NotReady, SpriteQueueError
+from backend.models import JobRecord, JobStatus, JobView, SpriteRequest, Stage
+from backend.queue.producer import Producer
+from backend.queue.resources import Resources
+from backend.store.jobs import CancelCode
+from backend.store.tokens import Principal
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.resources.settings
+    return settings
+
+
+def _view_response(view: JobView, status: int, *, headers: dict[str, str] | None = None) -> Response:
+    return Response(view.model_dump_json(), status_code=status, media_type="application/json",
+                    headers=headers)  # fmt: skip
+
+
+async def _owned_record(request: Request, who: Principal) -> JobRecord:
+    resources: Resources = request.app.state.resources
+    record = await resources.jobs.get(request.path_params["job_id"])
+    if record is None or (record.user != who.user and not who.admin):
+        raise NotFound("job not found")
+    return record
+
+
+async def submit(request: Request) -> Response:
+    began = time.perf_counter()
+    who = await principal(request)
+    settings = _settings(request)
+    try:
+        data = await read_json(request, max_bytes=settings.limits.max_body_bytes)
+        sprite = validate(SpriteRequest, data)
+        if sprite.timeout_s is not None and sprite.timeout_s > settings.jobs.timeout_s:
+            reason = f"must be at most {settings.jobs.timeout_s:g} seconds"
+            raise InvalidRequest(
+                f"timeout_s: {reason}", details=[{"field": "timeout_s", "reason": reason}]
+            )
+    except SpriteQueueError:
+        metrics.JOBS_SUBMITTED.labels("invalid").inc()
+        raise
+    producer: Producer = request.app.state.producer
+    submission = await producer.submit(who.user, sprite, request_id=request.state.request_id)
+    metrics.SUBMIT_LATENCY.observe(time.perf_counter() - began)
+    view = submission.view
+    status = 200 if view.cached and submission.created else 202
+    return _view_response(view, status, headers={"Location": f"/v1/jobs/{view.job_id}"})
+
+
+def poll_interval_s(view: JobView) -> float:
+    """How soon a polling client should ask again."""
+    if view.status.finished:
+        return 0
+    if view.status is JobStatus.ACTIVE:
+        return 1.0
+    return min(max((view.estimated_wait_s or 1.0) / 4, 1.0), 10.0)
+
+
+async def status(request: Request) -> Response:
+    who = await principal(request)
+    record = await _owned_record(request, who)
+    producer: Producer = request.app.state.producer
+    view = await producer.view(record.job_id) or record.view()
+    body = view.model_dump_json()
+    etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "X-Poll-Interval": f"{poll_interval_s(view):g}",
+               "Cache-Control": "no-cache"}  # fmt: skip
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def result(request: Request) -> Response:
+    who = await principal(request)
+    record = await _owned_record(request, who)
+    if record.status is not JobStatus.COMPLETED:
+        raise NotReady(f"the job is {record.status.value}; no sprite yet")
+    resources: Resources = request.app.state.resources
+    image = await resources.cache.get(record.cache_key)
+    if image is None:
+        raise NotFound("the sprite is no longer stored; submit the request again")
+    return Response(
+        image.png,
+        media_type=image.content_type,
+        headers={"ETag": f'"{image.sha256}"', "Cache-Control": "private, max-age=86400"},
+    )
+
+
+async def cancel(request: Request) -> Response:
+    who = await principal(request)
+    record = await _owned_record(request, who)
+    resources: Resources = request.app.state.resources
+    code, current = await resources.jobs.request_cancel(record.job_id)
+    if code is CancelCode.NOT_FOUND:
+        raise NotFound("job not found")
+    if code is CancelCode.ALREADY_FINISHED:
+        raise AlreadyFinished(f"the job is already {current}")
+    done = record.model_copy(
+        update={"status": JobStatus.CANCELLED, "stage": Stage.CANCELLED,
+                "finished_at": time.time()}
+    )  # fmt: skip
+    if await resources.jobs.finish(done, keep_s=resources.settings.jobs.keep_finished_s):
+        metrics.JOBS_FINISHED.labels("cancelled").inc()
+        return _view_response(done.view(), 202)
+    latest = await resources.jobs.get(record.job_id)
+    raise AlreadyFinished(f"the job is already {latest.status.value if latest else 'gone'}")
+
+
+async def list_jobs(request: Request) -> Response:
+    who = await principal(request)
+    resources: Resources = request.app.state.resources
+    limit = int_param(request, "limit", default=50, low=1, high=100)
+    items = []
+    for job_id in await resources.jobs.user_job_ids(who.user, limit):
+        record = await resources.jobs.get(job_id)
+        if record is not None:
+            items.append(record.view().model_dump(mode="json"))
+    return JSONResponse({"items": items})
+
+
+routes = [
+    Route("/v1/jobs", submit, methods=["POST"]),
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", status, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", cancel, methods=["DELETE"]),
+    Route("/v1/jobs/{job_id}/result", result, methods=["GET"]),
+]

@@ -1,0 +1,87 @@
+"""Public queue state, health checks and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from backend.limits.estimates import HEARTBEAT_STALE_S
+from backend.models import QueueState
+from backend.queue.resources import Resources
+from backend.store import keys
+
+READY_TIMEOUT_S = 1.0
+
+
+async def queue(request: Request) -> Response:
+    resources: Resources = request.app.state.resources
+    view = await resources.estimates.queue_view()
+    return Response(view.model_dump_json(), media_type="application/json")
+
+
+async def live(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _check_redis(resources: Resources) -> dict[str, Any]:
+    began = time.perf_counter()
+    await resources.redis.ping()
+    return {"status": "ok", "latency_ms": round((time.perf_counter() - began) * 1000, 2)}
+
+
+async def _check_workers(resources: Resources) -> dict[str, Any]:
+    cutoff = int((time.time() - HEARTBEAT_STALE_S) * 1000)
+    alive = await resources.redis.zcount(keys.WORKERS, cutoff, "+inf")
+    return {"status": "ok" if alive else "down", "alive": int(alive)}
+
+
+async def _check_queue(resources: Resources) -> dict[str, Any]:
+    view = await resources.estimates.queue_view()
+    # A full queue still serves: it is reported, not a reason to pull the API from rotation.
+    return {"status": "ok", "state": view.state.value, "critical": view.state is QueueState.CRITICAL}
+
+
+async def _check_cache(resources: Resources) -> dict[str, Any]:
+    layers = await resources.cache.ping()
+    return {"status": "ok", "layers": layers, "l2_enabled": resources.cache.l2_enabled}
+
+
+async def _timed(name: str, check: Any) -> tuple[str, dict[str, Any]]:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            return name, await check
+    except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
+        return name, {"status": "down", "error": type(exc).__name__}
+
+
+async def ready(request: Request) -> Response:
+    resources: Resources = request.app.state.resources
+    results = dict(
+        await asyncio.gather(
+            _timed("redis", _check_redis(resources)),
+            _timed("workers", _check_workers(resources)),
+            _timed("queue", _check_queue(resources)),
+            _timed("cache", _check_cache(resources)),
+        )
+    )
+    ok = all(results[name]["status"] == "ok" for name in ("redis", "workers"))
+    body = {"status": "ok" if ok else "unavailable", "checks": results}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [
+    Route("/v1/queue", queue, methods=["GET"]),
+    Route("/health/live", live, methods=["GET"]),
+    Route("/health/ready", ready, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

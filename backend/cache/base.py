@@ -1,0 +1,101 @@
+"""What every cache layer stores and promises: ``CachedImage``, ``CacheLayer``, the errors."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from backend.errors import SpriteQueueError
+
+CONTENT_TYPE_PNG = "image/png"
+
+
+class CacheError(SpriteQueueError):
+    """A cache backend failed (unreachable, timed out, refused the write, returned garbage).
+
+    Layers raise it; ``TieredCache`` catches it, so it never reaches a request.
+    """
+
+    code = "cache_error"
+
+
+class EntryTooLarge(CacheError):
+    """The entry exceeds what the layer can store (Firestore documents are capped at 1 MiB)."""
+
+    code = "cache_entry_too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedImage:
+    """One generated sprite with its request and usage counters.
+
+    ``expires_at`` is when the entry leaves the layer it was read from (``None``: not yet
+    stored). ``png`` is left out of ``repr`` so an image never ends up in a log line.
+    """
+
+    key: str
+    png: bytes = field(repr=False)
+    width: int
+    height: int
+    sha256: str
+    size: int
+    request: dict[str, Any]
+    created_at: float
+    last_accessed_at: float
+    hit_count: int = 0
+    expires_at: float | None = None
+    content_type: str = CONTENT_TYPE_PNG
+
+    @classmethod
+    def new(
+        cls,
+        key: str,
+        png: bytes,
+        *,
+        width: int,
+        height: int,
+        request: dict[str, Any],
+        now: float | None = None,
+    ) -> CachedImage:
+        """A fresh entry for ``png``, with its digest and size filled in and no hits yet."""
+        created = time.time() if now is None else now
+        return cls(
+            key=key,
+            png=png,
+            width=width,
+            height=height,
+            sha256=hashlib.sha256(png).hexdigest(),
+            size=len(png),
+            request=request,
+            created_at=created,
+            last_accessed_at=created,
+        )
+
+    def hit(self, now: float) -> CachedImage:
+        """This entry as it reads after one more hit at ``now``."""
+        return replace(self, hit_count=self.hit_count + 1, last_accessed_at=now)
+
+    def expires_within(self, ttl_s: float, now: float) -> float:
+        """The earlier of ``now + ttl_s`` and the entry's own expiry."""
+        limit = now + ttl_s
+        return limit if self.expires_at is None else min(limit, self.expires_at)
+
+
+class CacheLayer(Protocol):
+    """One storage tier. Every method raises ``CacheError`` when its backend fails."""
+
+    name: str
+
+    async def get(self, key: str) -> CachedImage | None:
+        """The entry, or ``None``; a hit atomically counts itself and stamps its access time."""
+        ...
+
+    async def put(self, image: CachedImage) -> None:
+        """Store ``image``, replacing any entry with its key."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the backend answers; raise ``CacheError`` otherwise."""
+        ...

@@ -1,0 +1,100 @@
+"""The tiered cache: L1 then L2 on read, write-through to both; a backend failure is a miss."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from backend.cache.base import CachedImage, CacheError, CacheLayer, EntryTooLarge
+from backend.metrics import CACHE_LOOKUPS, CACHE_WRITES
+
+logger = structlog.get_logger(__name__)
+
+
+class TieredCache:
+    """Reads L1, then L2 (refilling L1 on an L2 hit); writes both at once.
+
+    Every layer call is bounded by ``timeout_s``. A failing or slow layer is logged
+    (``cache_failed``), counted (``result="error"``) and then treated as a miss or a skipped
+    write: no method here raises because a backend is down. ``l2`` is ``None`` when Firestore
+    is not configured.
+    """
+
+    def __init__(self, l1: CacheLayer, l2: CacheLayer | None, *, timeout_s: float) -> None:
+        self._l1 = l1
+        self._l2 = l2
+        self._timeout_s = timeout_s
+
+    @property
+    def l2_enabled(self) -> bool:
+        return self._l2 is not None
+
+    @property
+    def _layers(self) -> list[CacheLayer]:
+        return [self._l1] if self._l2 is None else [self._l1, self._l2]
+
+    async def get(self, key: str) -> CachedImage | None:
+        """The entry from the first layer that has it, or ``None``."""
+        image = await self._get(self._l1, key)
+        if image is not None or self._l2 is None:
+            return image
+        image = await self._get(self._l2, key)
+        if image is not None:
+            # The refill carries L2's counters, so L1 goes on counting from where L2 was.
+            await self._put(self._l1, image)
+        return image
+
+    async def put(self, image: CachedImage) -> None:
+        """Write ``image`` to every layer concurrently; failures are logged and skipped."""
+        await asyncio.gather(*(self._put(layer, image) for layer in self._layers))
+
+    async def ping(self) -> dict[str, str]:
+        """``{layer name: "ok" or what went wrong}``, for the readiness check.
+
+        A disabled L2 is absent; ``l2_enabled`` says whether it is configured.
+        """
+        results = await asyncio.gather(*(self._ping(layer) for layer in self._layers))
+        return {layer.name: result for layer, result in zip(self._layers, results, strict=True)}
+
+    async def _get(self, layer: CacheLayer, key: str) -> CachedImage | None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                image = await layer.get(key)
+        except (CacheError, TimeoutError) as exc:
+            self._log_failure(layer, "get", key, exc)
+            CACHE_LOOKUPS.labels(layer.name, "error").inc()
+            return None
+        CACHE_LOOKUPS.labels(layer.name, "miss" if image is None else "hit").inc()
+        return image
+
+    async def _put(self, layer: CacheLayer, image: CachedImage) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await layer.put(image)
+        except EntryTooLarge:
+            logger.warning(
+                "cache_entry_too_large", layer=layer.name, key=image.key, size=len(image.png)
+            )
+            CACHE_WRITES.labels(layer.name, "too_large").inc()
+        except (CacheError, TimeoutError) as exc:
+            self._log_failure(layer, "put", image.key, exc)
+            CACHE_WRITES.labels(layer.name, "error").inc()
+        else:
+            CACHE_WRITES.labels(layer.name, "ok").inc()
+
+    async def _ping(self, layer: CacheLayer) -> str:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await layer.ping()
+        except (CacheError, TimeoutError) as exc:
+            return self._describe(exc)
+        return "ok"
+
+    def _log_failure(self, layer: CacheLayer, op: str, key: str, exc: Exception) -> None:
+        logger.warning("cache_failed", layer=layer.name, op=op, key=key, error=self._describe(exc))
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"timed out after {self._timeout_s} s"
+        return str(exc)

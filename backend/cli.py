@@ -1,0 +1,161 @@
+"""``spritequeue``: dev | api | worker | mock-pixellab | token create | dlq list/retry/delete."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from backend.config import Settings
+from backend.logs import configure_logging
+
+
+def _run_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # A factory string, so the CLI does not import the API (siblings in the layering).
+    uvicorn.run(
+        "backend.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from backend.queue.worker import build_worker
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_host)
+    build_worker(settings).run()
+    return 0
+
+
+def _run_mock(args: argparse.Namespace) -> int:
+    from mocks.pixellab import run_mock
+
+    configure_logging("INFO")
+    run_mock(args.host, args.port, scenario=args.scenario, latency_ms=args.latency_ms,
+             api_key=args.api_key or os.environ.get("SPRITEQ_MOCK_API_KEY"))  # fmt: skip
+    return 0
+
+
+async def _with_resources(action: Callable[[Any], Awaitable[Any]]) -> Any:
+    from backend.queue.resources import open_resources
+
+    resources = await open_resources(Settings())
+    try:
+        return await action(resources)
+    finally:
+        await resources.close()
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from backend.store.tokens import TokenStore
+
+    async def create(resources: Any) -> str:
+        return await TokenStore(resources.redis).create(args.user, admin=args.admin)
+
+    print(asyncio.run(_with_resources(create)))
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from backend.queue.dlq import DeadLetters
+    from backend.queue.producer import Producer
+
+    async def act(resources: Any) -> Any:
+        dlq = DeadLetters(resources.redis, Producer(resources))
+        if args.dlq_command == "list":
+            items, cursor = await dlq.list(limit=args.limit, cursor=args.cursor)
+            return {"items": items, "next_cursor": cursor}
+        if args.dlq_command == "retry":
+            return (await dlq.retry(args.job_id)).view.model_dump(mode="json")
+        await dlq.delete(args.job_id)
+        return {"deleted": args.job_id}
+
+    from backend.errors import SpriteQueueError
+
+    try:
+        print(json.dumps(asyncio.run(_with_resources(act)), indent=2))
+    except SpriteQueueError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from backend.dev import run_dev
+
+    return run_dev(port=args.port, data_dir=Path(args.data_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spritequeue", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="everything on one machine, with an embedded Redis")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--data-dir", default=".spritequeue")
+    dev.set_defaults(run=_run_dev)
+
+    api = sub.add_parser("api", help="the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=_run_api)
+
+    worker = sub.add_parser("worker", help="one arq worker process")
+    worker.add_argument("--metrics-port", type=int, default=9100)
+    worker.add_argument("--metrics-host", default="127.0.0.1")
+    worker.set_defaults(run=_run_worker)
+
+    mock = sub.add_parser("mock-pixellab", help="the mock PixelLab API")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8700)
+    mock.add_argument("--latency-ms", type=int, default=0)
+    mock.add_argument("--scenario", default="success")
+    mock.add_argument("--api-key", default=None, help="require this bearer token")
+    mock.set_defaults(run=_run_mock)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command",
+                                                                       required=True)  # fmt: skip
+    create = token.add_parser("create", help="print a new token (shown once)")
+    create.add_argument("--user", required=True)
+    create.add_argument("--admin", action="store_true")
+    create.set_defaults(run=_token_create)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter queue").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    listing = dlq.add_parser("list")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--cursor", default=None)
+    listing.set_defaults(run=_dlq)
+    for name in ("retry", "delete"):
+        cmd = dlq.add_parser(name)
+        cmd.add_argument("job_id")
+        cmd.set_defaults(run=_dlq)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

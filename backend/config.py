@@ -1,0 +1,91 @@
+"""Settings: one pydantic-settings model, env prefix ``SPRITEQ_``, nested sections with ``__``.
+
+Each component receives only its own section; nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PixelLabSettings(BaseModel):
+    base_url: str = "https://api.pixellab.ai/v1"
+    api_key: SecretStr | None = None
+    connect_timeout_s: float = 5.0
+    max_connections: int = 100
+
+
+class FirestoreSettings(BaseModel):
+    project: str | None = None
+    collection: str = "sprite_cache"
+    database: str = "(default)"
+    timeout_s: float = 2.0
+
+
+class CacheSettings(BaseModel):
+    l1_ttl_s: int = 24 * 3600
+    l2_ttl_days: int = 30
+    timeout_s: float = 0.5
+    # Firestore documents are limited to 1 MiB; keep a margin for the other fields.
+    l2_max_bytes: int = 900_000
+
+
+class LimitSettings(BaseModel):
+    queue_capacity: int = Field(500, ge=1)
+    per_user: int = Field(5, ge=1)
+    dedup_window_s: float = Field(10, gt=0)
+    warning_at: int = Field(400, ge=1)
+    max_body_bytes: int = 64 * 1024
+    max_sse_per_user: int = Field(10, ge=1)
+
+
+class JobSettings(BaseModel):
+    timeout_s: float = Field(600, gt=0)
+    max_retries: int = Field(1, ge=0)
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 60.0
+    jitter: float = 0.10
+    # A running job's lease; a live worker renews it, a dead one lets it lapse so another
+    # worker picks the job up (BullMQ's stalled-job check).
+    lease_s: float = 30.0
+    max_stalls: int = 2
+    # How long a finished job's record (and its event stream) is kept.
+    keep_finished_s: int = 24 * 3600
+    dlq_retention_s: int = 7 * 24 * 3600
+    single_flight_wait_s: float = 60.0
+
+
+class WorkerSettings(BaseModel):
+    max_jobs: int = Field(500, ge=1)
+    poll_delay_s: float = 0.05
+    shutdown_grace_s: float = 30.0
+    heartbeat_s: float = 5.0
+
+
+class SSESettings(BaseModel):
+    ping_s: float = 30.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SPRITEQ_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_redis_url: str | None = None
+    admin_token: SecretStr | None = None
+    queue_name: str = "spritequeue:queue"
+    log_level: str = "INFO"
+
+    pixellab: PixelLabSettings = PixelLabSettings()
+    firestore: FirestoreSettings = FirestoreSettings()
+    cache: CacheSettings = CacheSettings()
+    limits: LimitSettings = LimitSettings()
+    jobs: JobSettings = JobSettings()
+    worker: WorkerSettings = WorkerSettings()
+    sse: SSESettings = SSESettings()
+
+    @property
+    def effective_cache_redis_url(self) -> str:
+        return self.cache_redis_url or self.redis_url

@@ -1,0 +1,114 @@
+"""``spritequeue dev``: an embedded Valkey, the mock PixelLab, the API and a worker, together.
+
+Each piece runs as its own process (as in production); all of them die with this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from backend.embedded_redis import EmbeddedRedis, free_port
+from backend.store.tokens import TokenStore
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", *args], env=env, preexec_fn=_die_with_parent
+    )
+
+
+def _wait_http(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up within {timeout_s:.0f} s")
+
+
+async def _create_tokens(redis_url: str) -> tuple[str, str]:
+    from backend.queue.resources import redis_client
+
+    redis = redis_client(redis_url)
+    try:
+        tokens = TokenStore(redis)
+        return await tokens.create("artist"), await tokens.create("admin", admin=True)
+    finally:
+        await redis.aclose()
+
+
+def run_dev(*, port: int, data_dir: Path) -> int:
+    env = dict(os.environ)
+    children: list[subprocess.Popen[bytes]] = []
+    redis: EmbeddedRedis | None = None
+    if not env.get("SPRITEQ_REDIS_URL"):
+        redis = EmbeddedRedis(data_dir / "redis").start()
+        env["SPRITEQ_REDIS_URL"] = redis.url
+    try:
+        if not env.get("SPRITEQ_PIXELLAB__API_KEY"):
+            mock_port, mock_key = free_port(), "mock-" + secrets.token_hex(8)
+            children.append(_spawn(["mock-pixellab", "--port", str(mock_port),
+                                    "--api-key", mock_key], env))  # fmt: skip
+            env["SPRITEQ_PIXELLAB__BASE_URL"] = f"http://127.0.0.1:{mock_port}"
+            env["SPRITEQ_PIXELLAB__API_KEY"] = mock_key
+            _wait_http(f"http://127.0.0.1:{mock_port}/_mock/stats")
+        children.append(_spawn(["api", "--port", str(port)], env))
+        children.append(_spawn(["worker", "--metrics-port", str(free_port())], env))
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(url + "/health/live")
+        user_token, admin_token = asyncio.run(_create_tokens(env["SPRITEQ_REDIS_URL"]))
+        print(f"spritequeue is running at {url}", flush=True)
+        print(f"user token (artist):  {user_token}", flush=True)
+        print(f"admin token (admin):  {admin_token}", flush=True)
+        print("press Ctrl+C to stop", flush=True)
+        stop = _wait_for_signal_or_exit(children)
+        return 0 if stop else 1
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis is not None:
+            redis.stop()
+
+
+def _wait_for_signal_or_exit(children: list[subprocess.Popen[bytes]]) -> bool:
+    """True when stopped by a signal, False when a child died on its own."""
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stopping:
+        if any(child.poll() is not None for child in children):
+            print("a spritequeue process exited; stopping", file=sys.stderr, flush=True)
+            return False
+        time.sleep(0.2)
+    return True

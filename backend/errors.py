@@ -1,0 +1,162 @@
+"""The error tree. Every error knows its HTTP status and its stable ``code``.
+
+    SpriteQueueError                     code             status
+    ├── BadRequest                       bad_json         400
+    ├── Unauthorized                     unauthorized     401
+    ├── Forbidden                        forbidden        403
+    ├── NotFound                         not_found        404
+    ├── Conflict                         conflict         409
+    │   ├── NotReady                     not_ready        409
+    │   └── AlreadyFinished              already_finished 409
+    ├── PayloadTooLarge                  payload_too_large 413
+    ├── UnsupportedMediaType             unsupported_media_type 415
+    ├── InvalidRequest                   invalid_request  422  (details: [{field, reason}])
+    ├── Rejected                         (carries retry_after_s)
+    │   ├── UserLimit                    user_limit       429
+    │   ├── TooManyStreams               too_many_streams 429
+    │   └── QueueFull                    queue_full       503
+    ├── Unavailable                      unavailable      503  (a dependency is down)
+    └── UpstreamError                    (worker side: PixelLab failed; carries ErrorType)
+
+Foreign exceptions (redis, httpx, google.api_core) are translated into this tree at the
+module that talks to the foreign library, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorType(StrEnum):
+    """How a failed generation is classified; decides retry and dead-lettering."""
+
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    AUTH = "auth"
+    INVALID_REQUEST = "invalid_request"
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
+
+RETRYABLE: frozenset[ErrorType] = frozenset(
+    {ErrorType.NETWORK, ErrorType.TIMEOUT, ErrorType.RATE_LIMITED, ErrorType.SERVER_ERROR}
+)
+
+
+class SpriteQueueError(Exception):
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(SpriteQueueError):
+    status, code = 400, "bad_json"
+
+
+class Unauthorized(SpriteQueueError):
+    status, code = 401, "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(SpriteQueueError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(SpriteQueueError):
+    status, code = 404, "not_found"
+
+
+class Conflict(SpriteQueueError):
+    status, code = 409, "conflict"
+
+
+class NotReady(Conflict):
+    code = "not_ready"
+
+
+class AlreadyFinished(Conflict):
+    code = "already_finished"
+
+
+class PayloadTooLarge(SpriteQueueError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(SpriteQueueError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidRequest(SpriteQueueError):
+    status, code = 422, "invalid_request"
+
+
+class Rejected(SpriteQueueError):
+    """Admission said no; the client may try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class UserLimit(Rejected):
+    status, code = 429, "user_limit"
+
+
+class TooManyStreams(Rejected):
+    status, code = 429, "too_many_streams"
+
+
+class QueueFull(Rejected):
+    status, code = 503, "queue_full"
+
+
+class Unavailable(SpriteQueueError):
+    status, code = 503, "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class UpstreamError(SpriteQueueError):
+    """A generation failed at PixelLab (or on the way there)."""
+
+    status, code = 502, "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: ErrorType,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_type in RETRYABLE

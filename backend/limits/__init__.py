@@ -1,0 +1,1 @@
+"""Admission figures: queue state, position, ETA, Retry-After, and the slot reconciler."""

@@ -1,0 +1,287 @@
+"""Pydantic models shared across layers: the submission request, job state, job views, events."""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from backend.errors import ErrorType
+
+_WHITESPACE = re.compile(r"\s+")
+
+MIN_SIDE, MAX_SIDE = 16, 400
+MIN_AREA, MAX_AREA = 32 * 32, 400 * 400
+
+
+class Outline(StrEnum):
+    SINGLE_COLOR_BLACK = "single color black outline"
+    SINGLE_COLOR = "single color outline"
+    SELECTIVE = "selective outline"
+    LINELESS = "lineless"
+
+
+class Shading(StrEnum):
+    FLAT = "flat shading"
+    BASIC = "basic shading"
+    MEDIUM = "medium shading"
+    DETAILED = "detailed shading"
+    HIGHLY_DETAILED = "highly detailed shading"
+
+
+class Detail(StrEnum):
+    LOW = "low detail"
+    MEDIUM = "medium detail"
+    HIGH = "highly detailed"
+
+
+class View(StrEnum):
+    SIDE = "side"
+    LOW_TOP_DOWN = "low top-down"
+    HIGH_TOP_DOWN = "high top-down"
+
+
+class Direction(StrEnum):
+    NORTH = "north"
+    NORTH_EAST = "north-east"
+    EAST = "east"
+    SOUTH_EAST = "south-east"
+    SOUTH = "south"
+    SOUTH_WEST = "south-west"
+    WEST = "west"
+    NORTH_WEST = "north-west"
+
+
+def collapse_whitespace(value: str) -> str:
+    return _WHITESPACE.sub(" ", value).strip()
+
+
+class ImageSize(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int = Field(ge=MIN_SIDE, le=MAX_SIDE, strict=True)
+    height: int = Field(ge=MIN_SIDE, le=MAX_SIDE, strict=True)
+
+    @model_validator(mode="after")
+    def _area_within_limits(self) -> ImageSize:
+        area = self.width * self.height
+        if not MIN_AREA <= area <= MAX_AREA:
+            raise ValueError(
+                f"image area {area} px must be between {MIN_AREA} (32x32) and {MAX_AREA} (400x400)"
+            )
+        return self
+
+
+class SpriteRequest(BaseModel):
+    """A generation request: PixelLab's pixflux fields with its limits, plus ``timeout_s``.
+
+    Validators normalize as they validate (whitespace collapsed, enums lower-cased), so a
+    validated request is already in canonical shape; ``backend.normalize`` serialises it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: Annotated[str, Field(min_length=1, max_length=2000)]
+    image_size: ImageSize
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)] | None = None
+    outline: Outline | None = None
+    shading: Shading | None = None
+    detail: Detail | None = None
+    view: View | None = None
+    direction: Direction | None = None
+    isometric: Annotated[bool, Field(strict=True)] = False
+    no_background: Annotated[bool, Field(strict=True)] = False
+    text_guidance_scale: Annotated[float, Field(ge=1, le=20)] = 8.0
+    # Ours, not PixelLab's: per-job timeout, at most the configured maximum. Not part of the key.
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _collapse(cls, value: Any) -> Any:
+        return collapse_whitespace(value) if isinstance(value, str) else value
+
+    @field_validator("outline", "shading", "detail", "view", "direction", mode="before")
+    @classmethod
+    def _lower_enum(cls, value: Any) -> Any:
+        return collapse_whitespace(value).lower() if isinstance(value, str) else value
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Stage(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    SUBMITTED = "submitted"
+    RECEIVED = "received"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Progress(IntEnum):
+    QUEUED = 0
+    STARTED = 5
+    SUBMITTED = 10
+    RECEIVED = 90
+    COMPLETED = 100
+
+
+class ErrorInfo(BaseModel):
+    type: ErrorType
+    message: str
+    retryable: bool
+
+
+class Attempt(BaseModel):
+    number: int
+    started_at: float
+    finished_at: float | None = None
+    outcome: Literal["completed", "failed", "stalled", "cancelled", "requeued"] | None = None
+    error: ErrorInfo | None = None
+
+
+class ResultInfo(BaseModel):
+    url: str
+    width: int
+    height: int
+    content_type: str = "image/png"
+    sha256: str
+    size: int
+
+
+class JobView(BaseModel):
+    """The job status body of ``GET /v1/jobs/{id}`` and the data of every SSE event."""
+
+    job_id: str
+    status: JobStatus
+    progress: int
+    stage: Stage
+    position: int | None = None
+    estimated_wait_s: float | None = None
+    attempts: int = 0
+    cached: bool = False
+    deduplicated: bool = False
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+    result: ResultInfo | None = None
+
+
+class QueueState(StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class QueueView(BaseModel):
+    waiting: int
+    active: int
+    capacity: int
+    state: QueueState
+    estimated_wait_s: float
+
+
+class ErrorBody(BaseModel):
+    class Detail(BaseModel):
+        code: str
+        message: str
+        details: Any = None
+
+    error: Detail
+
+
+_JSON_FIELDS = ("request", "history", "error", "result")
+
+
+class JobRecord(BaseModel):
+    """A job as stored in its Redis hash (every field a string there)."""
+
+    job_id: str
+    user: str
+    cache_key: str
+    request: dict[str, Any]
+    timeout_s: float
+    status: JobStatus
+    stage: Stage
+    progress: int
+    attempts: int = 0
+    history: list[Attempt] = []
+    cached: bool = False
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+    result: ResultInfo | None = None
+    request_id: str | None = None
+
+    def to_fields(self, *names: str) -> dict[str, str]:
+        """The named fields (all when none named) as Redis hash strings."""
+        data = self.model_dump(mode="json")
+        out: dict[str, str] = {}
+        for name in names or tuple(data):
+            value = data[name]
+            if name in _JSON_FIELDS:
+                out[name] = json.dumps(value, separators=(",", ":"))
+            elif isinstance(value, bool):
+                out[name] = "1" if value else "0"
+            else:
+                out[name] = "" if value is None else str(value)
+        return out
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> JobRecord:
+        data: dict[str, Any] = {}
+        for name, value in fields.items():
+            if name not in cls.model_fields:
+                continue
+            if name in _JSON_FIELDS:
+                data[name] = json.loads(value) if value else None
+            elif value == "":
+                data[name] = None
+            else:
+                data[name] = value
+        if data.get("cached") is not None:
+            data["cached"] = data["cached"] == "1"
+        if data.get("history") is None:
+            data["history"] = []
+        return cls.model_validate(data)
+
+    def dead_letter_entry(self, failed_at: float) -> dict[str, Any]:
+        """What the DLQ keeps: enough to show the failure and to run the job again."""
+        entry = self.model_dump(
+            mode="json",
+            include={"job_id", "user", "cache_key", "request", "timeout_s", "error",
+                     "attempts", "history", "created_at", "request_id"},
+        )  # fmt: skip
+        entry["failed_at"] = failed_at
+        return entry
+
+    def view(self, **extra: Any) -> JobView:
+        return JobView(
+            job_id=self.job_id,
+            status=self.status,
+            progress=self.progress,
+            stage=self.stage,
+            attempts=self.attempts,
+            cached=self.cached,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            error=self.error,
+            result=self.result,
+            **extra,
+        )

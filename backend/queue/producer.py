@@ -1,0 +1,141 @@
+"""The submit side of the queue: cache look-up, then one atomic admit-and-enqueue.
+
+This is the only module that knows how arq lays out a job (``serialize_job``): the admit
+script writes arq's job key and queue entry itself, in the same step that takes the slot.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from arq.jobs import serialize_job
+
+from backend import metrics
+from backend.cache import CachedImage
+from backend.config import Settings
+from backend.errors import NotFound, QueueFull, UserLimit
+from backend.models import JobRecord, JobStatus, JobView, ResultInfo, SpriteRequest, Stage
+from backend.normalize import cache_key, canonical_fields
+from backend.queue.resources import Resources
+from backend.queue.serializer import serialize
+from backend.store.jobs import AdmitCode
+
+log = structlog.get_logger(__name__)
+
+TASK_NAME = "generate_sprite"
+ARQ_EXPIRES_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Submission:
+    view: JobView
+    created: bool  # False when deduplicated
+
+
+def result_info(job_id: str, image: CachedImage) -> ResultInfo:
+    return ResultInfo(
+        url=f"/v1/jobs/{job_id}/result",
+        width=image.width,
+        height=image.height,
+        content_type=image.content_type,
+        sha256=image.sha256,
+        size=image.size,
+    )
+
+
+class Producer:
+    def __init__(self, resources: Resources) -> None:
+        self._res = resources
+        self._settings: Settings = resources.settings
+
+    def new_record(self, user: str, request: SpriteRequest, request_id: str | None) -> JobRecord:
+        return JobRecord(
+            job_id=uuid.uuid4().hex,
+            user=user,
+            cache_key=cache_key(request),
+            request=canonical_fields(request),
+            timeout_s=request.timeout_s or self._settings.jobs.timeout_s,
+            status=JobStatus.QUEUED,
+            stage=Stage.QUEUED,
+            progress=0,
+            created_at=time.time(),
+            request_id=request_id,
+        )
+
+    async def submit(
+        self, user: str, request: SpriteRequest, *, request_id: str | None = None
+    ) -> Submission:
+        """Answer from the cache, or admit and enqueue; raises UserLimit / QueueFull."""
+        record = self.new_record(user, request, request_id)
+        image = await self._res.cache.get(record.cache_key)
+        if image is not None:
+            return Submission(await self._record_cache_hit(record, image), created=True)
+        return await self.enqueue(record)
+
+    async def enqueue(self, record: JobRecord, *, from_dlq: bool = False) -> Submission:
+        limits = self._settings.limits
+        payload = serialize_job(
+            TASK_NAME, (record.job_id,), {}, None, int(record.created_at * 1000),
+            serializer=serialize,
+        )  # fmt: skip
+        admission = await self._res.jobs.admit(
+            record,
+            arq_payload=payload,
+            arq_expires_ms=ARQ_EXPIRES_MS,
+            dedup_window_ms=0 if from_dlq else int(limits.dedup_window_s * 1000),
+            per_user=0 if from_dlq else limits.per_user,
+            capacity=limits.queue_capacity,
+            from_dlq=from_dlq,
+        )
+        code = admission.code
+        if code is AdmitCode.QUEUE_FULL:
+            metrics.JOBS_SUBMITTED.labels("queue_full").inc()
+            retry = await self._res.estimates.retry_after_s(user_limit=False)
+            raise QueueFull("the queue is full; try again later", retry_after_s=retry)
+        if code is AdmitCode.USER_LIMIT:
+            metrics.JOBS_SUBMITTED.labels("user_limit").inc()
+            retry = await self._res.estimates.retry_after_s(user_limit=True)
+            raise UserLimit(
+                f"you already have {limits.per_user} jobs queued or running",
+                retry_after_s=retry,
+            )
+        if code is AdmitCode.NOT_FOUND:
+            raise NotFound("no such dead-letter entry")
+        deduplicated = code is AdmitCode.DEDUPLICATED
+        metrics.JOBS_SUBMITTED.labels("deduplicated" if deduplicated else "accepted").inc()
+        view = await self.view(admission.job_id, deduplicated=deduplicated)
+        if view is None:  # finished and expired between the admit and this read
+            raise NotFound("job not found")
+        if not deduplicated:
+            log.info("job_enqueued", job_id=record.job_id, position=view.position, cache="miss")
+        return Submission(view, created=not deduplicated)
+
+    async def _record_cache_hit(self, record: JobRecord, image: CachedImage) -> JobView:
+        now = time.time()
+        done = record.model_copy(
+            update={
+                "status": JobStatus.COMPLETED,
+                "stage": Stage.COMPLETED,
+                "progress": 100,
+                "cached": True,
+                "started_at": now,
+                "finished_at": now,
+                "result": result_info(record.job_id, image),
+            }
+        )
+        await self._res.jobs.record_finished(done, keep_s=self._settings.jobs.keep_finished_s)
+        metrics.JOBS_SUBMITTED.labels("cache_hit").inc()
+        log.info("job_served_from_cache", job_id=record.job_id, cache="hit")
+        return done.view()
+
+    async def view(self, job_id: str, *, deduplicated: bool = False) -> JobView | None:
+        record = await self._res.jobs.get(job_id)
+        if record is None:
+            return None
+        position, wait = (None, None)
+        if record.status is JobStatus.QUEUED:
+            position, wait = await self._res.estimates.position(job_id)
+        return record.view(position=position, estimated_wait_s=wait, deduplicated=deduplicated)

@@ -1,0 +1,91 @@
+"""Clients and the objects built on them, opened once per process and closed on exit.
+
+The API's lifespan and the worker's ``on_startup`` both call ``open_resources``; each part
+gets only the section of the settings it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import structlog
+
+from backend.cache import FirestoreL2, RedisL1, TieredCache, create_firestore_client
+from backend.config import Settings
+from backend.limits.estimates import QueueEstimates
+from backend.store.jobs import JobStore
+from backend.store.scripts import Scripts
+
+log = structlog.get_logger(__name__)
+
+
+def redis_client(url: str, *, max_connections: int = 200) -> aioredis.Redis:
+    """Fail fast when Redis is away: an outage must answer 503 within a second, not hang."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=0.5,
+        socket_timeout=2.0,
+        health_check_interval=10,
+        max_connections=max_connections,
+        retry_on_timeout=False,
+    )
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    redis: aioredis.Redis
+    cache_redis: aioredis.Redis
+    scripts: Scripts
+    jobs: JobStore
+    cache: TieredCache
+    estimates: QueueEstimates
+    _closers: list[object] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for client in self._closers:
+            with contextlib.suppress(Exception):
+                await client.close()  # type: ignore[attr-defined]
+        await self.redis.aclose()
+        if self.cache_redis is not self.redis:
+            await self.cache_redis.aclose()
+
+
+async def open_resources(settings: Settings) -> Resources:
+    redis = redis_client(settings.redis_url)
+    cache_redis = (
+        redis
+        if settings.effective_cache_redis_url == settings.redis_url
+        else redis_client(settings.effective_cache_redis_url)
+    )
+    scripts = Scripts(redis)
+    with contextlib.suppress(Exception):  # Redis may be down at start; scripts load on first use
+        await scripts.load()
+    firestore = create_firestore_client(settings.firestore)
+    l2 = None
+    closers: list[object] = []
+    if firestore is None:
+        log.info("cache_l2_disabled", reason="SPRITEQ_FIRESTORE__PROJECT is not set; L1 only")
+    else:
+        closers.append(firestore)
+        l2 = FirestoreL2(
+            firestore,
+            collection=settings.firestore.collection,
+            ttl_days=settings.cache.l2_ttl_days,
+            max_bytes=settings.cache.l2_max_bytes,
+        )
+    cache = TieredCache(
+        RedisL1(cache_redis, ttl_s=settings.cache.l1_ttl_s), l2, timeout_s=settings.cache.timeout_s
+    )
+    return Resources(
+        settings=settings,
+        redis=redis,
+        cache_redis=cache_redis,
+        scripts=scripts,
+        jobs=JobStore(redis, scripts, queue_name=settings.queue_name),
+        cache=cache,
+        estimates=QueueEstimates(redis, settings.limits, queue_name=settings.queue_name),
+        _closers=closers,
+    )

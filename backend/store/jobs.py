@@ -1,0 +1,184 @@
+"""Job records in Redis: admit, read, move through states, finish, cancel.
+
+Every change of state goes through one Lua script, which also appends the job's event to
+its stream and publishes it, so what SSE replays always matches what polling reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+from arq.constants import abort_jobs_ss, job_key_prefix
+
+from backend.models import JobRecord, JobStatus
+from backend.store import keys
+from backend.store.scripts import Scripts
+
+EVENTS_MAXLEN = 100
+
+
+class AdmitCode(IntEnum):
+    ADMITTED = 1
+    DEDUPLICATED = 2
+    QUEUE_FULL = -1
+    USER_LIMIT = -2
+    NOT_FOUND = -4
+
+
+class CancelCode(IntEnum):
+    CANCELLED_QUEUED = 1
+    ABORT_REQUESTED = 2
+    ALREADY_FINISHED = -3
+    NOT_FOUND = -4
+
+
+@dataclass(frozen=True)
+class Admission:
+    code: AdmitCode
+    job_id: str
+    inflight: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    entry: dict[str, Any]
+    retention_s: int
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class JobStore:
+    def __init__(self, redis: aioredis.Redis, scripts: Scripts, *, queue_name: str) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self.queue_name = queue_name
+
+    async def admit(
+        self,
+        record: JobRecord,
+        *,
+        arq_payload: bytes,
+        arq_expires_ms: int,
+        dedup_window_ms: int,
+        per_user: int,
+        capacity: int,
+        from_dlq: bool = False,
+    ) -> Admission:
+        """Dedup, caps and enqueue in one atomic step (``admitJob-11.lua``)."""
+        job_id, user = record.job_id, record.user
+        code, found_id, inflight = await self._scripts.run(
+            "admitJob",
+            [
+                keys.dedup(user, record.cache_key), keys.INFLIGHT, keys.user_inflight(user),
+                keys.job(job_id), job_key_prefix + job_id, self.queue_name,
+                keys.user_jobs(user), keys.events(job_id), keys.DLQ, keys.dlq_entry(job_id),
+                keys.INFLIGHT_USERS,
+            ],
+            [
+                job_id, int(record.created_at * 1000), dedup_window_ms, per_user, capacity,
+                arq_payload, arq_expires_ms, _json(record.to_fields()),
+                record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, user,
+                "1" if from_dlq else "0",
+            ],
+        )  # fmt: skip
+        return Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        fields = await self._redis.hgetall(keys.job(job_id))
+        if not fields:
+            return None
+        return JobRecord.from_fields({_text(k): _text(v) for k, v in fields.items()})
+
+    async def transition(
+        self,
+        record: JobRecord,
+        *fields: str,
+        allowed_from: tuple[JobStatus, ...],
+        active: str = "keep",
+    ) -> bool:
+        """Store the named fields of ``record`` if the job is in ``allowed_from``; emit progress."""
+        applied = await self._scripts.run(
+            "transitionJob",
+            [keys.job(record.job_id), keys.events(record.job_id), keys.ACTIVE],
+            [
+                record.job_id, ",".join(allowed_from), active, now_ms(),
+                _json(record.to_fields(*fields)), "progress", record.view().model_dump_json(),
+                EVENTS_MAXLEN, keys.EVENTS_CHANNEL,
+            ],
+        )  # fmt: skip
+        return bool(applied)
+
+    async def finish(
+        self,
+        record: JobRecord,
+        *,
+        keep_s: int,
+        duration_s: float | None = None,
+        dead_letter: DeadLetter | None = None,
+    ) -> bool:
+        """Final state, slot released, final event; False if it was already finished."""
+        job_id = record.job_id
+        applied = await self._scripts.run(
+            "finishJob",
+            [
+                keys.job(job_id), keys.events(job_id), keys.INFLIGHT, keys.ACTIVE,
+                keys.user_inflight(record.user), keys.DURATIONS, keys.DLQ,
+                keys.dlq_entry(job_id), keys.INFLIGHT_USERS,
+            ],
+            [
+                job_id, now_ms(),
+                _json(record.to_fields("status", "stage", "progress", "finished_at", "error",
+                                       "result", "attempts", "history", "cached")),
+                record.status.value, record.view().model_dump_json(), EVENTS_MAXLEN,
+                keys.EVENTS_CHANNEL, keep_s, "" if duration_s is None else f"{duration_s:.3f}",
+                "" if dead_letter is None else _json(dead_letter.entry),
+                0 if dead_letter is None else dead_letter.retention_s,
+            ],
+        )  # fmt: skip
+        return bool(applied)
+
+    async def record_finished(self, record: JobRecord, *, keep_s: int) -> None:
+        """Store a job that never queued (a cache hit) with its final event, in one MULTI."""
+        job_id = record.job_id
+        data = record.view().model_dump_json()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.job(job_id), mapping=record.to_fields())  # type: ignore[arg-type]
+            pipe.expire(keys.job(job_id), keep_s)
+            pipe.zadd(keys.user_jobs(record.user), {job_id: int(record.created_at * 1000)})
+            pipe.zremrangebyrank(keys.user_jobs(record.user), 0, -101)
+            pipe.xadd(
+                keys.events(job_id),
+                {"event": record.status.value, "data": data},
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
+            pipe.expire(keys.events(job_id), keep_s)
+            await pipe.execute()
+
+    async def request_cancel(self, job_id: str) -> tuple[CancelCode, str]:
+        """Take a queued job off arq's queue, or ask arq to abort a running one."""
+        code, status = await self._scripts.run(
+            "cancelJob",
+            [keys.job(job_id), self.queue_name, abort_jobs_ss, job_key_prefix + job_id],
+            [job_id, now_ms()],
+        )
+        return CancelCode(int(code)), _text(status)
+
+    async def user_job_ids(self, user: str, limit: int = 50) -> list[str]:
+        ids = await self._redis.zrevrange(keys.user_jobs(user), 0, limit - 1)
+        return [_text(i) for i in ids]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,61 @@
+"""Every Redis key and channel name spritequeue uses, in one place.
+
+arq's own keys (``arq:job:*``, ``arq:in-progress:*``, ``arq:retry:*``, ``arq:abort``) are named
+by ``arq.constants``; the queue's sorted set is ``Settings.queue_name``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "sq:"
+
+INFLIGHT = PREFIX + "inflight"  # zset job_id -> admitted at (ms): queued + running, the global cap
+ACTIVE = PREFIX + "active"  # zset job_id -> started at (ms): running now
+DLQ = PREFIX + "dlq"  # zset job_id -> dead-lettered at (ms)
+DURATIONS = PREFIX + "durations"  # list of recent run durations (s), newest first
+WORKERS = PREFIX + "workers"  # zset worker_id -> last heartbeat (ms)
+EVENTS_CHANNEL = PREFIX + "events"  # pub/sub: one message per job event, for the SSE fan-out
+QUEUE_STATE = PREFIX + "queue-state"  # last reported ok|warning|critical
+STATS = PREFIX + "stats"  # hash of counters exact across processes (cache hits, misses, …)
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def events(job_id: str) -> str:
+    return f"{PREFIX}events:{job_id}"
+
+
+def dlq_entry(job_id: str) -> str:
+    return f"{PREFIX}dlq:{job_id}"
+
+
+def user_inflight(user: str) -> str:
+    return f"{PREFIX}user:{user}:inflight"
+
+
+def user_jobs(user: str) -> str:
+    return f"{PREFIX}user:{user}:jobs"
+
+
+def dedup(user: str, cache_key: str) -> str:
+    return f"{PREFIX}dedup:{user}:{cache_key}"
+
+
+def cache(cache_key: str) -> str:
+    return f"{PREFIX}cache:{cache_key}"
+
+
+def flight(cache_key: str) -> str:
+    return f"{PREFIX}flight:{cache_key}"
+
+
+def token(token_hash: str) -> str:
+    return f"{PREFIX}token:{token_hash}"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}worker:{worker_id}"
+
+
+INFLIGHT_USERS = PREFIX + "inflight-users"  # hash job_id -> user, for freeing orphaned slots

@@ -1,0 +1,85 @@
+--[[
+  admitJob: decide dedup, per-user cap and global cap together, and if admitted record the
+  slot, the job record and the arq job in one atomic step (so no crash can leave a slot
+  without a queued job, or a queued job without a slot).
+
+  KEYS[1]  sq:dedup:{user}:{cache_key}   string, job id, PX = dedup window
+  KEYS[2]  sq:inflight                   zset job_id -> admitted at (ms)
+  KEYS[3]  sq:user:{user}:inflight       zset job_id -> admitted at (ms)
+  KEYS[4]  sq:job:{id}                   hash, the job record
+  KEYS[5]  arq:job:{id}                  arq's serialized job
+  KEYS[6]  <queue name>                  arq's queue zset
+  KEYS[7]  sq:user:{user}:jobs           zset of the user's recent jobs
+  KEYS[8]  sq:events:{id}                stream of the job's events
+  KEYS[9]  sq:dlq                        zset of dead-lettered jobs (when retrying one)
+  KEYS[10] sq:dlq:{id}                   the dead-letter entry (when retrying one)
+  KEYS[11] sq:inflight-users             hash job_id -> user (lets the reconciler free slots)
+
+  ARGV[1]  job id
+  ARGV[2]  now (ms)
+  ARGV[3]  dedup window (ms); 0 = no dedup
+  ARGV[4]  per-user cap; 0 = bypass (admin retry)
+  ARGV[5]  global capacity
+  ARGV[6]  arq job payload (JSON)
+  ARGV[7]  arq job expiry (ms)
+  ARGV[8]  job record fields, JSON object of strings
+  ARGV[9]  first event data (JSON)
+  ARGV[10] events stream max length
+  ARGV[11] pub/sub channel for events
+  ARGV[12] user
+  ARGV[13] "1" when this requeues a dead-lettered job
+
+  Returns {code, job_id, inflight_count}
+     1  admitted
+     2  deduplicated: job_id is the existing job
+    -1  queue full
+    -2  user limit
+    -4  dead-letter entry not found
+]]
+local job_id, now = ARGV[1], tonumber(ARGV[2])
+local window, per_user, capacity = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+
+if ARGV[13] == "1" and redis.call("EXISTS", KEYS[10]) == 0 then
+  return {-4, job_id, 0}
+end
+
+if window > 0 then
+  local existing = redis.call("GET", KEYS[1])
+  if existing and redis.call("EXISTS", "sq:job:" .. existing) == 1 then
+    return {2, existing, redis.call("ZCARD", KEYS[2])}
+  end
+end
+
+local inflight = redis.call("ZCARD", KEYS[2])
+if inflight >= capacity then
+  return {-1, job_id, inflight}
+end
+if per_user > 0 and redis.call("ZCARD", KEYS[3]) >= per_user then
+  return {-2, job_id, inflight}
+end
+
+redis.call("ZADD", KEYS[2], now, job_id)
+redis.call("ZADD", KEYS[3], now, job_id)
+redis.call("HSET", KEYS[11], job_id, ARGV[12])
+if window > 0 then
+  redis.call("SET", KEYS[1], job_id, "PX", window)
+end
+
+local fields = cjson.decode(ARGV[8])
+redis.call("DEL", KEYS[4], KEYS[8])
+for name, value in pairs(fields) do
+  redis.call("HSET", KEYS[4], name, value)
+end
+redis.call("PSETEX", KEYS[5], ARGV[7], ARGV[6])
+redis.call("ZADD", KEYS[6], now, job_id)
+redis.call("ZADD", KEYS[7], now, job_id)
+redis.call("ZREMRANGEBYRANK", KEYS[7], 0, -101)
+if ARGV[13] == "1" then
+  redis.call("ZREM", KEYS[9], job_id)
+  redis.call("DEL", KEYS[10])
+end
+
+local stream_id = redis.call("XADD", KEYS[8], "MAXLEN", "~", ARGV[10], "*",
+  "event", "progress", "data", ARGV[9])
+redis.call("PUBLISH", ARGV[11], job_id .. " " .. stream_id .. " progress " .. ARGV[9])
+return {1, job_id, inflight + 1}

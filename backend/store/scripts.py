@@ -1,0 +1,44 @@
+"""Loads every ``lua/*.lua`` file once at start-up and runs them by name.
+
+File names follow BullMQ's ``verbNoun-<numkeys>.lua``; the number of keys is checked on
+every call so a wrapper can't silently pass the wrong arguments.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+
+def _read_scripts() -> dict[str, tuple[int, str]]:
+    scripts: dict[str, tuple[int, str]] = {}
+    for entry in resources.files("backend.store").joinpath("lua").iterdir():
+        if entry.name.endswith(".lua"):
+            name, _, numkeys = entry.name.removesuffix(".lua").rpartition("-")
+            scripts[name] = (int(numkeys), entry.read_text(encoding="utf-8"))
+    return scripts
+
+
+class Scripts:
+    """The registered scripts of one Redis client."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._scripts: dict[str, tuple[int, AsyncScript]] = {
+            name: (numkeys, redis.register_script(text))
+            for name, (numkeys, text) in _read_scripts().items()
+        }
+
+    async def load(self) -> None:
+        """SCRIPT LOAD them all, so the first call on a hot path is a plain EVALSHA."""
+        for _, script in self._scripts.values():
+            script.sha = await self._redis.script_load(script.script)
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        numkeys, script = self._scripts[name]
+        if len(keys) != numkeys:
+            raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
+        return await script(keys=keys, args=args)

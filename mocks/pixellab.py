@@ -1,0 +1,214 @@
+"""A mock PixelLab: a real HTTP server with PixelLab's v1 contract and scripted failures.
+
+The scenario comes from the server (``scenario=``) or from a ``[mock:SCENARIO]`` marker in
+the description; latency from ``latency_ms=`` or a ``[mock-latency:MS]`` marker. Successful
+calls return a real PNG of the requested size, deterministic in the request body. Routes are
+served both at the root and under ``/v1``, so either form of base URL works.
+
+``GET /_mock/stats`` and ``POST /_mock/reset`` let tests count the generations that got
+through authentication and validation ("PixelLab got exactly one call").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import re
+from collections import Counter
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from mocks.contract import BITFORGE_MAX_SIDE, MAX_SIDE, GenerationRequest, parse_generation
+from mocks.png import sprite_png
+
+SCENARIOS = frozenset(
+    {
+        "success",
+        "failure",
+        "timeout",
+        "auth_error",
+        "server_error",
+        "rate_limited",
+        "insufficient_credits",
+    }
+)
+_SCENARIO_MARKER = re.compile(r"\[mock:([a-z_]+)\]")
+_LATENCY_MARKER = re.compile(r"\[mock-latency:(\d+)\]")
+_HANG_S = 3600.0
+_START_BALANCE_USD = 100.0
+_COST_USD = 0.01
+
+# Fixed answers of the failure scenarios: (status, detail, extra headers).
+_FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
+    "auth_error": (401, "Invalid API token", {"WWW-Authenticate": "Bearer"}),
+    "insufficient_credits": (402, "Insufficient credits", {}),
+    "rate_limited": (429, "Too many concurrent jobs", {"Retry-After": "1"}),
+    "server_error": (500, "Internal server error (mock)", {}),
+}
+
+
+class _MockPixelLab:
+    def __init__(self, scenario: str, latency_ms: int, api_key: str | None) -> None:
+        self.scenario = scenario
+        self.latency_ms = latency_ms
+        self.api_key = api_key
+        self.by_description: Counter[str] = Counter()
+        self.spent_usd = 0.0
+
+    def _unauthorized(self, request: Request) -> Response | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return _error(401, "Not authenticated", {"WWW-Authenticate": "Bearer"})
+        if self.api_key is not None and not hmac.compare_digest(token, self.api_key):
+            return _error(401, "Invalid API token", {"WWW-Authenticate": "Bearer"})
+        return None
+
+    async def pixflux(self, request: Request) -> Response:
+        return await self._generate(request, MAX_SIDE, {"type": "usd", "usd": _COST_USD})
+
+    async def bitforge(self, request: Request) -> Response:
+        # Bitforge answers with the other usage form, so clients meet both.
+        return await self._generate(
+            request, BITFORGE_MAX_SIDE, {"type": "generations", "generations": 1}
+        )
+
+    async def _generate(self, request: Request, max_side: int, usage: dict[str, Any]) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        body = await request.body()
+        parsed = parse_generation(body, max_side=max_side)
+        if not isinstance(parsed, GenerationRequest):
+            return JSONResponse({"detail": parsed}, status_code=422)
+        scenario = _marker(_SCENARIO_MARKER, parsed.description) or self.scenario
+        if scenario not in SCENARIOS:
+            return _error(422, [_unknown_scenario(scenario, parsed.description)])
+        self.by_description[parsed.description] += 1
+        latency = _marker(_LATENCY_MARKER, parsed.description)
+        delay_s = (int(latency) if latency is not None else self.latency_ms) / 1000
+        if delay_s > 0 and not await _sleep_while_connected(request, delay_s):
+            return _error(499, "client went away")
+        if scenario == "success":
+            self.spent_usd += _COST_USD
+            return JSONResponse({"image": _image(parsed, body), "usage": usage})
+        if scenario == "timeout":
+            await _sleep_while_connected(request, _HANG_S)
+            return _error(504, "mock timeout scenario: gave up after an hour")
+        if scenario == "failure":
+            return _error(422, [_told_to_fail(parsed.description)])
+        status, detail, headers = _FAILURES[scenario]
+        return _error(status, detail, headers)
+
+    async def balance(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        usd = round(_START_BALANCE_USD - self.spent_usd, 6)
+        generations = sum(self.by_description.values())
+        return JSONResponse(
+            {
+                "credits": {"type": "usd", "usd": usd},
+                "subscription": {"type": "mock", "generations_used": generations},
+            }
+        )
+
+    async def stats(self, request: Request) -> Response:
+        by_description = dict(self.by_description)
+        return JSONResponse(
+            {"generations": sum(by_description.values()), "by_description": by_description}
+        )
+
+    async def reset(self, request: Request) -> Response:
+        self.by_description.clear()
+        self.spent_usd = 0.0
+        return JSONResponse({"generations": 0, "by_description": {}})
+
+
+def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _marker(pattern: re.Pattern[str], description: str) -> str | None:
+    match = pattern.search(description)
+    return match.group(1) if match else None
+
+
+def _unknown_scenario(scenario: str, description: str) -> dict[str, Any]:
+    known = ", ".join(sorted(SCENARIOS))
+    return {
+        "type": "value_error",
+        "loc": ["body", "description"],
+        "msg": f"Value error, unknown mock scenario {scenario!r} (known: {known})",
+        "input": description,
+    }
+
+
+def _told_to_fail(description: str) -> dict[str, Any]:
+    return {
+        "type": "value_error",
+        "loc": ["body", "description"],
+        "msg": "Value error, the mock was told to reject this request",
+        "input": description,
+        "ctx": {"error": "mock failure scenario"},
+    }
+
+
+def _image(request: GenerationRequest, body: bytes) -> dict[str, str]:
+    # The raw body seeds the drawing: same bytes in, same PNG out.
+    seed = hashlib.sha256(body).digest()
+    size = request.image_size
+    png = sprite_png(size.width, size.height, seed, transparent=request.no_background)
+    return {"type": "base64", "base64": base64.b64encode(png).decode("ascii")}
+
+
+async def _sleep_while_connected(request: Request, seconds: float) -> bool:
+    """Sleep ``seconds``; return ``False`` early if the client disconnects first.
+
+    Without this a hung request would outlive its client and hold up server shutdown.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+    except TimeoutError:
+        return True
+    return False
+
+
+def create_mock_app(
+    *, scenario: str = "success", latency_ms: int = 0, api_key: str | None = None
+) -> Starlette:
+    """The mock as an ASGI app. Raises ``ValueError`` for an unknown scenario."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(sorted(SCENARIOS))}")
+    if latency_ms < 0:
+        raise ValueError("latency_ms must not be negative")
+    mock = _MockPixelLab(scenario, latency_ms, api_key or None)
+    routes = [
+        Route("/generate-image-pixflux", mock.pixflux, methods=["POST"]),
+        Route("/generate-image-bitforge", mock.bitforge, methods=["POST"]),
+        Route("/balance", mock.balance, methods=["GET"]),
+        Route("/_mock/stats", mock.stats, methods=["GET"]),
+        Route("/_mock/reset", mock.reset, methods=["POST"]),
+    ]
+    return Starlette(routes=[*routes, Mount("/v1", routes=routes)])
+
+
+def run_mock(
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    *,
+    scenario: str = "success",
+    latency_ms: int = 0,
+    api_key: str | None = None,
+) -> None:
+    """Serve the mock with uvicorn until interrupted (``spritequeue mock-pixellab``)."""
+    app = create_mock_app(scenario=scenario, latency_ms=latency_ms, api_key=api_key)
+    # A hung "timeout" request must not block Ctrl-C for an hour.
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=1)
