@@ -1,14 +1,19 @@
-"""Shared fixtures: a real Valkey server started by the suite, and clients for it."""
+"""Shared fixtures: a real Valkey started by the suite, the mock PixelLab, a running stack."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from backend.config import Settings
 from backend.embedded_redis import EmbeddedRedis
+from fixtures.servers import ThreadedUvicorn
+from fixtures.stack import MOCK_API_KEY, WorkerThread, test_settings
+from mocks.pixellab import create_mock_app
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +30,97 @@ async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+# ---- a running stack: mock PixelLab, API over real HTTP, worker ------------------------------
+
+
+
+@pytest.fixture(scope="session")
+def mock_pixellab() -> Iterator[ThreadedUvicorn]:
+    with ThreadedUvicorn(create_mock_app(api_key=MOCK_API_KEY)) as server:
+        yield server
+
+
+@pytest.fixture
+def make_settings(
+    redis_server: EmbeddedRedis, mock_pixellab: ThreadedUvicorn
+) -> Callable[..., Settings]:
+    httpx.post(mock_pixellab.url + "/_mock/reset")
+    return lambda **overrides: test_settings(redis_server.url, mock_pixellab.url, **overrides)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], redis: aioredis.Redis) -> Settings:
+    return make_settings()
+
+
+class Stack:
+    """An API on a real port plus, optionally, a worker thread, on one Settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        from backend.api.app import create_app
+
+        self.settings = settings
+        self.api = ThreadedUvicorn(create_app(settings))
+        self.worker: WorkerThread | None = None
+
+    def start(self, *, worker: bool = True) -> Stack:
+        self.api.start()
+        if worker:
+            self.start_worker()
+        return self
+
+    def start_worker(self) -> None:
+        self.worker = WorkerThread(self.settings).start()
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def stop(self) -> None:
+        self.stop_worker()
+        self.api.stop()
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+
+@pytest.fixture
+def make_stack(redis: aioredis.Redis) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def make(settings: Settings, *, worker: bool = True) -> Stack:
+        stack = Stack(settings).start(worker=worker)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture
+def stack(make_stack: Callable[..., Stack], settings: Settings) -> Stack:
+    return make_stack(settings)
+
+
+@pytest.fixture
+async def tokens(redis: aioredis.Redis) -> dict[str, str]:
+    from backend.store.tokens import TokenStore
+
+    store = TokenStore(redis)
+    return {
+        "alice": await store.create("alice"),
+        "bob": await store.create("bob"),
+        "admin": await store.create("root", admin=True),
+    }
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+        yield http
+

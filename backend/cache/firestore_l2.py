@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from google.api_core import exceptions as google_exceptions
 from google.auth.exceptions import GoogleAuthError
 from google.cloud import firestore
@@ -14,13 +15,20 @@ from google.cloud import firestore
 from backend.cache.base import CachedImage, CacheError, EntryTooLarge
 from backend.config import FirestoreSettings
 
+logger = structlog.get_logger(__name__)
+
 _DAY_S = 24 * 3600
 # Any id that is not a 64-digit hex cache key will do; reading a missing document is cheap.
 _PING_DOCUMENT = "ping"
 
 
 class FirestoreL2:
-    """The Firestore layer. ``timeout_s`` is a per-call gRPC deadline (``None``: the library's)."""
+    """The Firestore layer.
+
+    Calls carry no deadline of their own: the library retries an unreachable backend for
+    minutes (a per-call ``timeout`` does not bound its retries), so the caller bounds each call,
+    as ``TieredCache`` does with ``asyncio.timeout``; cancelling also stops the retries.
+    """
 
     name = "l2"
 
@@ -31,13 +39,11 @@ class FirestoreL2:
         collection: str,
         ttl_days: int = 30,
         max_bytes: int,
-        timeout_s: float | None = None,
     ) -> None:
         self._client = client
         self._collection = client.collection(collection)
         self._ttl_s = ttl_days * _DAY_S
         self._max_bytes = max_bytes
-        self._timeout = timeout_s
 
     async def get(self, key: str) -> CachedImage | None:
         """The entry with its hit counted, or ``None``; raises ``CacheError``.
@@ -48,25 +54,17 @@ class FirestoreL2:
         """
         ref = self._collection.document(key)
         try:
-            snapshot = await ref.get(timeout=self._timeout)
-            if not snapshot.exists:
-                return None
-            image = _decode(key, snapshot.to_dict() or {})
-            now = time.time()
-            if image.expires_at is not None and image.expires_at <= now:
-                await self._delete_expired(ref, snapshot.update_time)
-                return None
-            # Deleted since the read (expired, or by an operator): still a hit for this caller.
-            with contextlib.suppress(google_exceptions.NotFound):
-                await ref.update(
-                    {
-                        "hit_count": firestore.Increment(1),
-                        "last_accessed_at": firestore.SERVER_TIMESTAMP,
-                    },
-                    timeout=self._timeout,
-                )
+            snapshot = await ref.get()
         except google_exceptions.GoogleAPIError as exc:
             raise CacheError(f"L2 get failed: {exc}") from exc
+        if not snapshot.exists:
+            return None
+        image = _decode(key, snapshot.to_dict() or {})
+        now = time.time()
+        if image.expires_at is not None and image.expires_at <= now:
+            await self._delete_expired(ref, snapshot.update_time)
+            return None
+        await self._count_hit(ref)
         return image.hit(now)
 
     async def put(self, image: CachedImage) -> None:
@@ -82,18 +80,31 @@ class FirestoreL2:
         if expires_at <= time.time():
             return  # already past its expiry: it would only ever read as a miss
         try:
-            await self._collection.document(image.key).set(
-                _encode(image, expires_at), timeout=self._timeout
-            )
+            await self._collection.document(image.key).set(_encode(image, expires_at))
         except google_exceptions.GoogleAPIError as exc:
             raise CacheError(f"L2 put failed: {exc}") from exc
 
     async def ping(self) -> None:
         """Raises ``CacheError`` when Firestore does not answer."""
         try:
-            await self._collection.document(_PING_DOCUMENT).get(timeout=self._timeout)
+            await self._collection.document(_PING_DOCUMENT).get()
         except google_exceptions.GoogleAPIError as exc:
             raise CacheError(f"L2 ping failed: {exc}") from exc
+
+    async def _count_hit(self, ref: firestore.AsyncDocumentReference) -> None:
+        # The image is already read: losing one count (the document was deleted since, or
+        # writes to a hot document are being throttled) must not turn the hit into a miss.
+        try:
+            await ref.update(
+                {
+                    "hit_count": firestore.Increment(1),
+                    "last_accessed_at": firestore.SERVER_TIMESTAMP,
+                }
+            )
+        except google_exceptions.NotFound:
+            pass
+        except google_exceptions.GoogleAPIError as exc:
+            logger.warning("cache_hit_not_counted", layer=self.name, key=ref.id, error=str(exc))
 
     async def _delete_expired(
         self, ref: firestore.AsyncDocumentReference, read_at: datetime | None
@@ -102,7 +113,7 @@ class FirestoreL2:
         # the TTL policy, which deletes the document anyway.
         option = self._client.write_option(last_update_time=read_at) if read_at else None
         with contextlib.suppress(google_exceptions.GoogleAPIError):
-            await ref.delete(option=option, timeout=self._timeout)
+            await ref.delete(option=option)
 
 
 def create_firestore_client(settings: FirestoreSettings) -> firestore.AsyncClient | None:

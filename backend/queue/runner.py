@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -43,8 +43,27 @@ class JobRunner:
     pixellab: PixelLabClient
     redis: aioredis.Redis
     settings: JobSettings
+    _running: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def run(self, job_id: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            await self._run(job_id)
+        finally:
+            self._running.discard(task)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for running jobs to wind up (they requeue themselves when cancelled).
+
+        arq's ``close()`` gathers its job tasks without ``return_exceptions``, so it moves
+        on to ``on_shutdown`` at the first cancelled one; clients must outlive the rest.
+        """
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=timeout_s)
+
+    async def _run(self, job_id: str) -> None:
         record = await self.jobs.get(job_id)
         if record is None or record.status.finished:
             log.info("job_skipped", job_id=job_id, reason="finished or gone")
@@ -88,7 +107,9 @@ class JobRunner:
             async with asyncio.timeout(record.timeout_s):
                 image, shared = await self._generate(record)
         except asyncio.CancelledError:
-            await asyncio.shield(self._on_cancelled(record))
+            # Awaited directly (not shielded): the worker waits for this before it closes
+            # its clients, and a cancellation is delivered only once.
+            await self._on_cancelled(record)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
             metrics.JOB_DURATION.observe(time.monotonic() - began)

@@ -129,6 +129,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if "loops" in ctx:
+            await ctx["runner"].drain(timeout_s=10)
             await ctx["loops"].stop()
             await ctx["http"].aclose()
             await ctx["resources"].close()

@@ -20,7 +20,7 @@ _AUTH = frozenset({401, 403})
 _TIMEOUT = frozenset({408})
 # PixelLab answers 429 for "too many concurrent jobs" and 529 for "rate limit exceeded /
 # overloaded"; both mean "slow down", not "broken".
-_RATE_LIMITED = frozenset({429})
+_RATE_LIMITED = frozenset({429, 529})
 
 
 def classify_status(status: int) -> ErrorType:
