@@ -1,0 +1,1 @@
+"""Progress: the SSE fan-out of job events and the polling view."""
