@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-# 1 ms … 10 min, roughly ×2.5 per bucket.
+# 1 ms … 10 min, roughly x2.5 per bucket.
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -18,7 +18,9 @@ JOBS_SUBMITTED = Counter(
 JOBS_FINISHED = Counter(
     "spritequeue_jobs_finished_total", "Jobs that reached a final state.", ["status"]
 )
-JOB_RETRIES = Counter("spritequeue_job_retries_total", "Retries scheduled, by error type.", ["type"])
+JOB_RETRIES = Counter(
+    "spritequeue_job_retries_total", "Retries scheduled, by error type.", ["type"]
+)
 JOB_DURATION = Histogram(
     "spritequeue_job_duration_seconds", "Run time of a job attempt.", buckets=LATENCY_BUCKETS
 )
@@ -29,10 +31,14 @@ SUBMIT_LATENCY = Histogram(
     "spritequeue_submit_duration_seconds", "POST /v1/jobs handling time.", buckets=LATENCY_BUCKETS
 )
 CACHE_LOOKUPS = Counter(
-    "spritequeue_cache_lookups_total", "Cache look-ups.", ["layer", "result"]  # hit|miss|error
+    "spritequeue_cache_lookups_total",
+    "Cache look-ups.",
+    ["layer", "result"],  # hit|miss|error
 )
 CACHE_WRITES = Counter(
-    "spritequeue_cache_writes_total", "Cache writes.", ["layer", "result"]  # ok|error|too_large
+    "spritequeue_cache_writes_total",
+    "Cache writes.",
+    ["layer", "result"],  # ok|error|too_large
 )
 PIXELLAB_REQUESTS = Counter(
     "spritequeue_pixellab_requests_total", "PixelLab calls by outcome.", ["outcome"]

@@ -35,7 +35,6 @@ async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
 # ---- a running stack: mock PixelLab, API over real HTTP, worker ------------------------------
 
 
-
 @pytest.fixture(scope="session")
 def mock_pixellab() -> Iterator[ThreadedUvicorn]:
     with ThreadedUvicorn(create_mock_app(api_key=MOCK_API_KEY)) as server:
@@ -123,4 +122,3 @@ async def tokens(redis: aioredis.Redis) -> dict[str, str]:
 async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
         yield http
-

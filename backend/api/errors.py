@@ -33,7 +33,9 @@ async def _ours(request: Request, exc: Exception) -> Response:
 
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    body = {"error": {"code": _HTTP_CODES.get(exc.status_code, "http_error"), "message": exc.detail}}
+    body = {
+        "error": {"code": _HTTP_CODES.get(exc.status_code, "http_error"), "message": exc.detail}
+    }
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 

@@ -36,9 +36,7 @@ class Reconciler:
     async def run_once(self, now: float | None = None) -> int:
         """Repair every orphaned slot; returns how many were repaired."""
         now = time.time() if now is None else now
-        slots = await self._redis.zrangebyscore(
-            keys.INFLIGHT, "-inf", int((now - GRACE_S) * 1000)
-        )
+        slots = await self._redis.zrangebyscore(keys.INFLIGHT, "-inf", int((now - GRACE_S) * 1000))
         repaired = 0
         for raw in slots:
             job_id = raw.decode()
@@ -69,7 +67,9 @@ class Reconciler:
                     "error": error}
         )  # fmt: skip
         dead = DeadLetter(failed.dead_letter_entry(now), self._settings.dlq_retention_s)
-        finished = await self._jobs.finish(failed, keep_s=self._settings.keep_finished_s, dead_letter=dead)
+        finished = await self._jobs.finish(
+            failed, keep_s=self._settings.keep_finished_s, dead_letter=dead
+        )
         if finished:
             metrics.JOBS_FINISHED.labels("failed").inc()
             log.warning("job_lost", job_id=job_id)
@@ -79,10 +79,10 @@ class Reconciler:
         """Free the slot of a job that is gone or final, unless it was re-admitted meanwhile."""
         async with self._redis.pipeline(transaction=True) as pipe:
             await pipe.watch(keys.job(job_id))
-            status = await pipe.hget(keys.job(job_id), "status")
+            status = await pipe.hget(keys.job(job_id), "status")  # type: ignore[misc]
             if status is not None and not JobStatus(status.decode()).finished:
                 return False
-            pipe.multi()
+            pipe.multi()  # type: ignore[no-untyped-call]
             pipe.zrem(keys.INFLIGHT, job_id)
             pipe.zrem(keys.ACTIVE, job_id)
             if user:

@@ -1,1 +1,1 @@
-"""The queue: our small interface over arq (enqueue, status, abort), the task, the worker, the DLQ."""
+"""The queue: our small interface over arq (enqueue, abort), the task, the worker, the DLQ."""

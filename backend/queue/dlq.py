@@ -27,7 +27,9 @@ class DeadLetters:
     async def count(self) -> int:
         return int(await self._redis.zcard(keys.DLQ))
 
-    async def list(self, *, limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    async def list(
+        self, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of entries, newest first; the cursor is the last entry's score (exclusive)."""
         top = f"({cursor}" if cursor else "+inf"
         rows = await self._redis.zrevrangebyscore(

@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 
 def redis_client(url: str, *, max_connections: int = 200) -> aioredis.Redis:
     """Fail fast when Redis is away: an outage must answer 503 within a second, not hang."""
-    return aioredis.Redis.from_url(
+    client: aioredis.Redis = aioredis.Redis.from_url(
         url,
         socket_connect_timeout=0.5,
         socket_timeout=2.0,
@@ -31,6 +31,7 @@ def redis_client(url: str, *, max_connections: int = 200) -> aioredis.Redis:
         max_connections=max_connections,
         retry_on_timeout=False,
     )
+    return client
 
 
 @dataclass

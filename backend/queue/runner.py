@@ -111,7 +111,7 @@ class JobRunner:
             # its clients, and a cancellation is delivered only once.
             await self._on_cancelled(record)
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
+        except Exception as exc:
             metrics.JOB_DURATION.observe(time.monotonic() - began)
             await self._on_failure(record, exc)
             return
@@ -154,7 +154,8 @@ class JobRunner:
     async def _wait_for_flight(self, flight_key: str, cache_key: str) -> CachedImage | None:
         """Wait (bounded) for the job that holds the flight lock, then read its result."""
         deadline = time.monotonic() + self.settings.single_flight_wait_s
-        while time.monotonic() < deadline and await self.redis.exists(flight_key):
+        # Polling Redis, not an in-process Event: the lock holder may be another worker.
+        while time.monotonic() < deadline and await self.redis.exists(flight_key):  # noqa: ASYNC110
             await asyncio.sleep(FLIGHT_POLL_S)
         return await self.cache.get(cache_key)
 
@@ -162,7 +163,7 @@ class JobRunner:
         async with self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(flight_key)
             if (await pipe.get(flight_key) or b"").decode() == job_id:
-                pipe.multi()
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.delete(flight_key)
                 await pipe.execute()
 
@@ -185,7 +186,9 @@ class JobRunner:
                 "history": _close_attempt(record.history, now, "completed"),
             }
         )
-        if await self.jobs.finish(done, keep_s=self.settings.keep_finished_s, duration_s=duration_s):
+        if await self.jobs.finish(
+            done, keep_s=self.settings.keep_finished_s, duration_s=duration_s
+        ):
             metrics.JOBS_FINISHED.labels("completed").inc()
             log.info("job_completed", duration_s=round(duration_s, 3), shared=shared)
 
@@ -262,4 +265,3 @@ def _close_attempt(
 def _mark_stalled(record: JobRecord) -> JobRecord:
     history = _close_attempt(record.history, time.time(), "stalled")
     return record.model_copy(update={"history": history})
-

@@ -60,7 +60,10 @@ class WorkerLoops:
         for every, step in (
             (jobs.lease_s / 3, self.renew_leases),
             (self.settings.worker.heartbeat_s, self.heartbeat),
-            (RECONCILE_EVERY_S, Reconciler(self.resources.redis, self.resources.jobs, jobs).run_once),
+            (
+                RECONCILE_EVERY_S,
+                Reconciler(self.resources.redis, self.resources.jobs, jobs).run_once,
+            ),
         ):
             self._tasks.append(asyncio.create_task(_every(every, step)))
 
@@ -105,7 +108,7 @@ async def _every(interval_s: float, step: Callable[[], Awaitable[Any]]) -> None:
             await step()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a Redis blip must not kill the loop
+        except Exception as exc:
             log.warning("worker_loop_failed", step=step.__name__, error=str(exc))
         await asyncio.sleep(interval_s)
 

@@ -95,7 +95,7 @@ class JobStore:
         return Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
 
     async def get(self, job_id: str) -> JobRecord | None:
-        fields = await self._redis.hgetall(keys.job(job_id))
+        fields = await self._redis.hgetall(keys.job(job_id))  # type: ignore[misc]
         if not fields:
             return None
         return JobRecord.from_fields({_text(k): _text(v) for k, v in fields.items()})
@@ -153,7 +153,7 @@ class JobStore:
         job_id = record.job_id
         data = record.view().model_dump_json()
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(job_id), mapping=record.to_fields())  # type: ignore[arg-type]
+            pipe.hset(keys.job(job_id), mapping=record.to_fields())
             pipe.expire(keys.job(job_id), keep_s)
             pipe.zadd(keys.user_jobs(record.user), {job_id: int(record.created_at * 1000)})
             pipe.zremrangebyrank(keys.user_jobs(record.user), 0, -101)

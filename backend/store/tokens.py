@@ -35,7 +35,7 @@ class TokenStore:
     async def create(self, user: str, *, admin: bool = False) -> str:
         """A new token for ``user``; the plain token exists only in the return value."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        await self._redis.hset(
+        await self._redis.hset(  # type: ignore[misc]
             keys.token(token_hash(token)),
             mapping={"user": user, "admin": "1" if admin else "0", "created_at": time.time()},
         )
@@ -46,7 +46,7 @@ class TokenStore:
             token.encode(), self._bootstrap.get_secret_value().encode()
         ):
             return Principal(BOOTSTRAP_ADMIN, admin=True)
-        fields = await self._redis.hmget(keys.token(token_hash(token)), ["user", "admin"])
+        fields = await self._redis.hmget(keys.token(token_hash(token)), ["user", "admin"])  # type: ignore[misc]
         user, admin = fields
         if user is None:
             return None

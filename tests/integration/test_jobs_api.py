@@ -116,7 +116,9 @@ async def test_bad_json_wrong_type_and_oversized_bodies(
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_json"
 
     text = await client.post(
-        "/v1/jobs", content=b"hello", headers={**auth(tokens["alice"]), "content-type": "text/plain"}
+        "/v1/jobs",
+        content=b"hello",
+        headers={**auth(tokens["alice"]), "content-type": "text/plain"},
     )
     assert text.status_code == 415
 
@@ -175,9 +177,7 @@ async def test_same_user_same_request_within_window_is_deduplicated(
             json=sprite_request("  a small   red knight ", outline=None),
             headers=auth(tokens["alice"]),
         )
-        other_user = await http.post(
-            "/v1/jobs", json=sprite_request(), headers=auth(tokens["bob"])
-        )
+        other_user = await http.post("/v1/jobs", json=sprite_request(), headers=auth(tokens["bob"]))
     assert first.status_code == same.status_code == 202
     assert same.json()["job_id"] == first.json()["job_id"]
     assert same.json()["deduplicated"] is True and first.json()["deduplicated"] is False

@@ -120,6 +120,10 @@ def test_canonical_form_is_compact_sorted_and_drops_defaults() -> None:
 
 
 def test_description_case_is_meaning() -> None:
-    lower = SpriteRequest.model_validate({"description": "knight", "image_size": {"width": 64, "height": 64}})
-    upper = SpriteRequest.model_validate({"description": "KNIGHT", "image_size": {"width": 64, "height": 64}})
+    lower = SpriteRequest.model_validate(
+        {"description": "knight", "image_size": {"width": 64, "height": 64}}
+    )
+    upper = SpriteRequest.model_validate(
+        {"description": "KNIGHT", "image_size": {"width": 64, "height": 64}}
+    )
     assert cache_key(lower) != cache_key(upper)

@@ -66,7 +66,7 @@ async def stats(request: Request) -> Response:
         per_user[user.decode()] = per_user.get(user.decode(), 0) + 1
     heartbeats: list[dict[str, Any]] = []
     for worker_id in workers:
-        beat = await redis.hgetall(keys.worker(worker_id.decode()))
+        beat = await redis.hgetall(keys.worker(worker_id.decode()))  # type: ignore[misc]
         heartbeats.append({"worker_id": worker_id.decode(),
                            **{k.decode(): v.decode() for k, v in beat.items()}})  # fmt: skip
     runs = sorted(float(d) for d in durations)

@@ -27,7 +27,9 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _view_response(view: JobView, status: int, *, headers: dict[str, str] | None = None) -> Response:
+def _view_response(
+    view: JobView, status: int, *, headers: dict[str, str] | None = None
+) -> Response:
     return Response(view.model_dump_json(), status_code=status, media_type="application/json",
                     headers=headers)  # fmt: skip
 
