@@ -56,7 +56,9 @@ def _run_mock(args: argparse.Namespace) -> int:
 async def _with_resources(action: Callable[[Any], Awaitable[Any]]) -> Any:
     from backend.queue.resources import open_resources
 
-    resources = await open_resources(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level)  # to stderr: stdout carries only the command's output
+    resources = await open_resources(settings)
     try:
         return await action(resources)
     finally:
@@ -152,9 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from redis.exceptions import RedisError
+
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    try:
+        return run(args)
+    except RedisError as exc:
+        print(f"error: Redis is unavailable: {exc} (check SPRITEQ_REDIS_URL)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

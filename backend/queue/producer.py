@@ -70,6 +70,15 @@ class Producer:
     ) -> Submission:
         """Answer from the cache, or admit and enqueue; raises UserLimit / QueueFull."""
         record = self.new_record(user, request, request_id)
+        # The dedup window comes first, so a resubmission within it is the same job even when
+        # that job has finished and its result is already cached. The admit script checks
+        # again atomically; this read only spares a cache look-up.
+        duplicate = await self._res.jobs.recent_duplicate(user, record.cache_key)
+        if duplicate is not None:
+            view = await self.view(duplicate, deduplicated=True)
+            if view is not None:
+                metrics.JOBS_SUBMITTED.labels("deduplicated").inc()
+                return Submission(view, created=False)
         image = await self._res.cache.get(record.cache_key)
         if image is not None:
             return Submission(await self._record_cache_hit(record, image), created=True)

@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from arq.worker import Retry
+from redis.exceptions import RedisError
 
 from backend import metrics
 from backend.cache import CachedImage, TieredCache

@@ -24,6 +24,7 @@ import structlog
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
+from redis.exceptions import RedisError
 
 from backend.config import Settings
 from backend.limits.reconciler import Reconciler
@@ -42,6 +43,7 @@ ARQ_TIMEOUT_MARGIN_S = 30
 # Tries are counted by us (attempt history, stalls); arq's counter is only a backstop.
 ARQ_MAX_TRIES = 1000
 RECONCILE_EVERY_S = 30.0
+REDIS_RETRY_S = 1.0
 
 
 class WorkerLoops:
@@ -113,6 +115,30 @@ async def _every(interval_s: float, step: Callable[[], Awaitable[Any]]) -> None:
         await asyncio.sleep(interval_s)
 
 
+class SpriteWorker(Worker):
+    """arq's worker, kept alive through a Redis outage.
+
+    arq lets a Redis error escape its poll loop, which ends the worker. Here the loop logs it,
+    waits, and polls again, so a worker recovers by itself when Redis returns.
+    """
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            log.warning("worker_redis_unavailable", error=type(exc).__name__)
+            await asyncio.sleep(REDIS_RETRY_S)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except (RedisError, OSError):
+            # arq had taken a semaphore slot and counted the job it was starting.
+            self.job_counter -= 1
+            self.sem.release()
+            raise
+
+
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         resources = await open_resources(settings)
@@ -144,7 +170,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     async def on_job_end(ctx: dict[str, Any]) -> None:
         ctx["loops"].running.discard(ctx["job_id"])
 
-    worker = Worker(
+    worker = SpriteWorker(
         functions=[
             func(
                 generate_sprite,

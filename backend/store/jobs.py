@@ -94,6 +94,11 @@ class JobStore:
         )  # fmt: skip
         return Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
 
+    async def recent_duplicate(self, user: str, cache_key: str) -> str | None:
+        """The job this user submitted with this key within the dedup window, if any."""
+        found = await self._redis.get(keys.dedup(user, cache_key))
+        return None if found is None else _text(found)
+
     async def get(self, job_id: str) -> JobRecord | None:
         fields = await self._redis.hgetall(keys.job(job_id))  # type: ignore[misc]
         if not fields:
