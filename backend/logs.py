@@ -1,44 +1,92 @@
-"""Structured JSON logs with structlog.
+"""Structured JSON logs with structlog: one JSON object per line, ids bound per scope, redacted.
 
 structlog over a stdlib JSON formatter because its contextvars binding (request_id, job_id,
-user_id bound once per scope) and ``capture_logs()`` for tests are exactly what we need;
-stdlib records (uvicorn, arq) are rendered through the same JSON pipeline.
+user_id bound once per request or job, then present on every line that scope logs) and
+``capture_logs()`` for tests are exactly what we need; stdlib records (uvicorn, arq) are
+rendered through the same processors, so every line on stderr has the same shape:
+``{"event", "level", "logger", "timestamp", ...bound ids, ...fields}``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
+
+REDACTED = "[redacted]"
+TEXT_KEEP = 40  # characters of a prompt kept in a log line: enough to recognise, not to leak
+_SECRET_KEY = re.compile(r"token|authorization|api[_-]?key|password|passwd|secret|cookie", re.I)
+_TEXT_KEYS = frozenset({"description", "prompt", "negative_description"})
+_MAX_DEPTH = 4
+
+
+def _scrub(key: str, value: Any, depth: int) -> Any:
+    if _SECRET_KEY.search(key):
+        return REDACTED if value not in (None, "") else value
+    if key in _TEXT_KEYS and isinstance(value, str) and len(value) > TEXT_KEEP:
+        return f"{value[:TEXT_KEEP]}… ({len(value)} chars)"
+    if isinstance(value, bytes | bytearray | memoryview):
+        # Never an image in a log line: its size says all an operator needs.
+        return f"<{len(value)} bytes>"
+    if depth < _MAX_DEPTH and isinstance(value, dict):
+        return {k: _scrub(str(k), v, depth + 1) for k, v in value.items()}
+    if depth < _MAX_DEPTH and isinstance(value, list | tuple):
+        return [_scrub(key, v, depth + 1) for v in value]
+    return value
+
+
+def redact(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Blank secrets (by key name), shorten prompts and drop raw bytes, at any nesting."""
+    for key, value in list(event_dict.items()):
+        if key != "event":
+            event_dict[key] = _scrub(key, value, 0)
+    return event_dict
+
 
 _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
+    redact,
+]
+# One list object for the life of the process: loggers cached on first use keep a reference
+# to it, and ``capture_logs()`` swaps its contents in place, so both keep working however
+# many times ``configure_logging`` runs (every ``create_app`` calls it).
+_PROCESSORS: list[structlog.typing.Processor] = [
+    *_SHARED,
+    structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
 ]
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One JSON line per event on stderr; safe to call more than once."""
+def json_formatter() -> logging.Formatter:
+    """The formatter that renders structlog events and stdlib records as one JSON line."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+
+def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
+    """One JSON line per event on ``stream`` (stderr); safe to call more than once."""
     structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=_PROCESSORS,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_SHARED,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
-            ],
-        )
-    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(json_formatter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

@@ -46,7 +46,12 @@ def make_settings(
     redis_server: EmbeddedRedis, mock_pixellab: ThreadedUvicorn
 ) -> Callable[..., Settings]:
     httpx.post(mock_pixellab.url + "/_mock/reset")
-    return lambda **overrides: test_settings(redis_server.url, mock_pixellab.url, **overrides)
+
+    def make(**overrides: object) -> Settings:
+        redis_url = str(overrides.pop("redis_url", redis_server.url))
+        return test_settings(redis_url, mock_pixellab.url, **overrides)
+
+    return make
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from starlette.middleware import Middleware
 
 from backend.api.context import RequestContext
 from backend.api.errors import EXCEPTION_HANDLERS
-from backend.api.routes import admin, jobs, system
+from backend.api.routes import admin, events, jobs, system
 from backend.config import Settings
 from backend.logs import configure_logging
+from backend.progress.feed import ProgressFeed
 from backend.queue.dlq import DeadLetters
 from backend.queue.producer import Producer
 from backend.queue.resources import open_resources
@@ -35,14 +36,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.producer = producer
         app.state.dlq = DeadLetters(resources.redis, producer)
         app.state.tokens = TokenStore(resources.redis, bootstrap_admin=settings.admin_token)
+        progress = ProgressFeed(
+            resources.redis, max_streams_per_user=settings.limits.max_sse_per_user
+        )
+        await progress.start()
+        app.state.progress = progress
         log.info("api_started", l2_enabled=resources.cache.l2_enabled)
         try:
             yield
         finally:
+            await progress.stop()
             await resources.close()
 
     return Starlette(
-        routes=[*jobs.routes, *system.routes, *admin.routes],
+        routes=[*jobs.routes, *events.routes, *system.routes, *admin.routes],
         middleware=[Middleware(RequestContext)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

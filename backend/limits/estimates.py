@@ -1,7 +1,24 @@
 """Queue figures read from Redis: waiting/active counts, state, position, ETA, Retry-After.
 
-Durations come from the list of recent run times that ``finishJob`` keeps; worker slots from
-the live workers' heartbeats. Everything is exact across API processes (nothing cached here).
+Inputs, all read from Redis on every call, so every API process sees the same figures:
+    D  median of the last 100 completed run times (``sq:durations``, kept by ``finishJob``),
+       ``DEFAULT_DURATION_S`` until there is any
+    S  worker slots: the summed ``max_jobs`` of workers with a heartbeat in the last
+       ``HEARTBEAT_STALE_S`` seconds
+    A  jobs running now (``sq:active``);  I  jobs queued + running (``sq:inflight``)
+
+Formulas (pure functions below, unit-tested):
+    ETA at 1-based waiting position p   0 if p <= S - A (a free slot takes it at once),
+                                         else ceil((p - max(S - A, 0)) / S) * D: the jobs
+                                         ahead are served S at a time, one run time a round
+    Retry-After, queue_full              one job must end to free a global slot; with
+                                         R = clamp(min(S, I), 1) jobs running, one ends on
+                                         average every D / R s: ceil((I - capacity + 1) * D / R)
+    Retry-After, user_limit              the soonest any of the user's own jobs ends: a
+                                         running one after D - (time it has run), a waiting
+                                         one after its ETA + D; D when the user is unknown
+Every Retry-After is clamped to [1, ``MAX_RETRY_AFTER_S``]: past ten minutes an estimate is
+too rough to be worth more than a periodic re-check.
 """
 
 from __future__ import annotations
@@ -9,6 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -18,6 +36,8 @@ from backend.store import keys
 
 DEFAULT_DURATION_S = 20.0  # PixelLab's typical generation time, until we have measurements
 HEARTBEAT_STALE_S = 15.0
+DURATION_SAMPLES = 100
+MAX_RETRY_AFTER_S = 600
 
 
 def queue_state(inflight: int, limits: LimitSettings) -> QueueState:
@@ -29,15 +49,43 @@ def queue_state(inflight: int, limits: LimitSettings) -> QueueState:
 
 
 def eta_s(position: int, active: int, slots: int, median_duration_s: float) -> float:
-    """Wait of the job at 1-based ``position`` among waiting ones.
-
-    Free slots take the first waiting jobs at once; the rest are served ``slots`` at a time,
-    each round taking about the median run time.
-    """
+    """Wait of the job at 1-based ``position`` among waiting ones (see the module docstring)."""
     behind_free = position - max(slots - active, 0)
     if behind_free <= 0:
         return 0.0
     return round(math.ceil(behind_free / max(slots, 1)) * median_duration_s, 1)
+
+
+def clamp_retry_after(seconds: float) -> int:
+    return min(max(1, math.ceil(seconds)), MAX_RETRY_AFTER_S)
+
+
+def queue_full_retry_after_s(
+    inflight: int, capacity: int, slots: int, median_duration_s: float
+) -> int:
+    """Seconds until enough jobs end for one more to fit under ``capacity``."""
+    overflow = max(inflight - capacity, 0) + 1
+    running = max(min(slots, inflight), 1)
+    return clamp_retry_after(overflow * median_duration_s / running)
+
+
+def user_job_ends_in_s(
+    *, running_for_s: float | None, eta_s: float | None, median_duration_s: float
+) -> float:
+    """When one of a user's jobs is likely to end: running for a while, or waiting ``eta_s``."""
+    if running_for_s is not None:
+        return max(median_duration_s - running_for_s, median_duration_s / 4)
+    if eta_s is not None:
+        return eta_s + median_duration_s
+    return median_duration_s
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    inflight: int
+    active: int
+    slots: int
+    median_duration_s: float
 
 
 class QueueEstimates:
@@ -46,13 +94,13 @@ class QueueEstimates:
         self._limits = limits
         self._queue_name = queue_name
 
-    async def snapshot(self) -> tuple[int, int, int, float]:
-        """(inflight, active, live worker slots, median duration) in one round trip."""
+    async def snapshot(self) -> Snapshot:
+        """The inputs of every estimate, in one round trip (two when workers are alive)."""
         cutoff_ms = int((time.time() - HEARTBEAT_STALE_S) * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zcard(keys.INFLIGHT)
             pipe.zcard(keys.ACTIVE)
-            pipe.lrange(keys.DURATIONS, 0, 99)
+            pipe.lrange(keys.DURATIONS, 0, DURATION_SAMPLES - 1)
             pipe.zrangebyscore(keys.WORKERS, cutoff_ms, "+inf")
             inflight, active, durations, workers = await pipe.execute()
         slots = 0
@@ -62,17 +110,17 @@ class QueueEstimates:
                     pipe.hget(keys.worker(worker_id.decode()), "concurrency")
                 slots = sum(int(c or 0) for c in await pipe.execute())
         median = statistics.median(float(d) for d in durations) if durations else DEFAULT_DURATION_S
-        return int(inflight), int(active), slots, median
+        return Snapshot(int(inflight), int(active), slots, median)
 
     async def queue_view(self) -> QueueView:
-        inflight, active, slots, median = await self.snapshot()
-        waiting = max(inflight - active, 0)
+        snap = await self.snapshot()
+        waiting = max(snap.inflight - snap.active, 0)
         return QueueView(
             waiting=waiting,
-            active=active,
+            active=snap.active,
             capacity=self._limits.queue_capacity,
-            state=queue_state(inflight, self._limits),
-            estimated_wait_s=eta_s(waiting + 1, active, slots, median),
+            state=queue_state(snap.inflight, self._limits),
+            estimated_wait_s=eta_s(waiting + 1, snap.active, snap.slots, snap.median_duration_s),
         )
 
     async def position(self, job_id: str) -> tuple[int | None, float | None]:
@@ -80,15 +128,42 @@ class QueueEstimates:
         rank = await self._redis.zrank(self._queue_name, job_id)
         if rank is None:
             return None, None
-        _, active, slots, median = await self.snapshot()
-        # Running jobs stay in arq's queue until they end, and they are the oldest entries.
-        position = max(int(rank) - active, 0) + 1
-        return position, eta_s(position, active, slots, median)
+        snap = await self.snapshot()
+        return self._place(int(rank), snap)
 
-    async def retry_after_s(self, *, user_limit: bool) -> int:
-        """When a rejected client may usefully try again."""
-        inflight, _, slots, median = await self.snapshot()
-        if user_limit:
-            return max(1, math.ceil(median))
-        overflow = max(inflight - self._limits.queue_capacity, 0) + 1
-        return max(1, math.ceil(overflow / max(slots, 1) * median))
+    @staticmethod
+    def _place(rank: int, snap: Snapshot) -> tuple[int, float]:
+        # Running jobs stay in arq's queue until they end, and they are the oldest entries.
+        position = max(rank - snap.active, 0) + 1
+        return position, eta_s(position, snap.active, snap.slots, snap.median_duration_s)
+
+    async def retry_after_s(self, *, user_limit: bool, user: str | None = None) -> int:
+        """When a rejected client may usefully try again (formulas in the module docstring)."""
+        snap = await self.snapshot()
+        if not user_limit:
+            return queue_full_retry_after_s(
+                snap.inflight, self._limits.queue_capacity, snap.slots, snap.median_duration_s
+            )
+        if user is None:
+            return clamp_retry_after(snap.median_duration_s)
+        return clamp_retry_after(await self._user_slot_frees_in_s(user, snap))
+
+    async def _user_slot_frees_in_s(self, user: str, snap: Snapshot) -> float:
+        job_ids = [j.decode() for j in await self._redis.zrange(keys.user_inflight(user), 0, -1)]
+        if not job_ids:
+            return 0.0  # freed since the script said no: the client may retry at once
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.zscore(keys.ACTIVE, job_id)
+                pipe.zrank(self._queue_name, job_id)
+            replies = await pipe.execute()
+        now_ms = time.time() * 1000
+        soonest = math.inf
+        for started_ms, rank in zip(replies[::2], replies[1::2], strict=True):
+            running_for = None if started_ms is None else max(now_ms - started_ms, 0) / 1000
+            eta = None if rank is None else self._place(int(rank), snap)[1]
+            ends = user_job_ends_in_s(
+                running_for_s=running_for, eta_s=eta, median_duration_s=snap.median_duration_s
+            )
+            soonest = min(soonest, ends)
+        return soonest

@@ -4,6 +4,16 @@ Admission and enqueue are one atomic script, so a crashed API cannot leave a slo
 a job. What can still leave one: a job record deleted by hand, a job that expired from arq's
 queue before any worker took it (arq drops it without running our task), or a bug. Each
 worker runs this every 30 s; it is idempotent, so several workers running it do no harm.
+
+Two kinds of orphan, two remedies:
+- the job record is gone or already final: the slot is released at once (no legitimate
+  state looks like that; ``finishJob`` sets the final status and frees the slot together);
+- the job is still ``queued``/``active`` but arq no longer holds it (no in-progress key, and
+  no job key in the queue): it is failed and dead-lettered as lost, which frees the slot.
+  That state is also seen for a moment during a legitimate cancel (``cancelJob`` takes the
+  job off arq's queue, then ``finishJob`` marks it cancelled, in a second round trip), so a
+  job is only declared lost when a later run, at least ``CONFIRM_S`` after the first, still
+  finds it so.
 """
 
 from __future__ import annotations
@@ -23,39 +33,57 @@ from backend.store.jobs import DeadLetter, JobStore
 
 log = structlog.get_logger(__name__)
 
-# A slot younger than this is left alone: its job may be being written right now.
+# Slots younger than this are left alone: it covers clock skew between the API host that
+# stamped the slot and the worker host that reads it.
 GRACE_S = 10.0
+# A job must look lost this long, over two runs, before it is failed (see the docstring).
+CONFIRM_S = 5.0
 
 
 class Reconciler:
+    """Keep one instance per process: it remembers suspects between runs."""
+
     def __init__(self, redis: aioredis.Redis, jobs: JobStore, settings: JobSettings) -> None:
         self._redis = redis
         self._jobs = jobs
         self._settings = settings
+        self._queue_name = jobs.queue_name
+        self._suspects: dict[str, float] = {}  # job id -> when first found lost
 
     async def run_once(self, now: float | None = None) -> int:
         """Repair every orphaned slot; returns how many were repaired."""
         now = time.time() if now is None else now
         slots = await self._redis.zrangebyscore(keys.INFLIGHT, "-inf", int((now - GRACE_S) * 1000))
         repaired = 0
+        suspects: dict[str, float] = {}
         for raw in slots:
             job_id = raw.decode()
-            if await self._repair(job_id, now):
+            if await self._repair(job_id, now, suspects):
                 repaired += 1
+        self._suspects = suspects  # a suspect not seen again this run has recovered
         if repaired:
             log.warning("slots_reconciled", repaired=repaired)
         return repaired
 
-    async def _repair(self, job_id: str, now: float) -> bool:
+    async def _repair(self, job_id: str, now: float, suspects: dict[str, float]) -> bool:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.job(job_id), "status")
-            pipe.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
+            pipe.exists(in_progress_key_prefix + job_id)
+            pipe.exists(job_key_prefix + job_id)
+            pipe.zscore(self._queue_name, job_id)
             pipe.hget(keys.INFLIGHT_USERS, job_id)
-            status, arq_keys, user = await pipe.execute()
+            status, in_progress, job_key, queued_at, user = await pipe.execute()
         if status is None or JobStatus(status.decode()).finished:
             return await self._release(job_id, (user or b"").decode())
-        if arq_keys:
-            return False  # queued in arq or running: healthy
+        if in_progress or (job_key and queued_at is not None):
+            return False  # running, or waiting in arq's queue: healthy
+        first_seen = self._suspects.get(job_id, now)
+        suspects[job_id] = first_seen
+        if now - first_seen < CONFIRM_S:
+            return False
+        return await self._fail_lost(job_id, now)
+
+    async def _fail_lost(self, job_id: str, now: float) -> bool:
         record = await self._jobs.get(job_id)
         if record is None or record.status.finished:
             return False
@@ -71,6 +99,8 @@ class Reconciler:
             failed, keep_s=self._settings.keep_finished_s, dead_letter=dead
         )
         if finished:
+            # Take it off arq's queue too (its job key may have expired while it waited).
+            await self._redis.zrem(self._queue_name, job_id)
             metrics.JOBS_FINISHED.labels("failed").inc()
             log.warning("job_lost", job_id=job_id)
         return finished
@@ -79,9 +109,11 @@ class Reconciler:
         """Free the slot of a job that is gone or final, unless it was re-admitted meanwhile."""
         async with self._redis.pipeline(transaction=True) as pipe:
             await pipe.watch(keys.job(job_id))
-            status = await pipe.hget(keys.job(job_id), "status")  # type: ignore[misc]
+            status, owner = await pipe.hmget(keys.job(job_id), ["status", "user"])  # type: ignore[misc]
             if status is not None and not JobStatus(status.decode()).finished:
                 return False
+            # The owner map is written with the slot; the record's own field is a fallback.
+            user = user or (owner or b"").decode()
             pipe.multi()  # type: ignore[no-untyped-call]
             pipe.zrem(keys.INFLIGHT, job_id)
             pipe.zrem(keys.ACTIVE, job_id)
@@ -89,5 +121,5 @@ class Reconciler:
                 pipe.zrem(keys.user_inflight(user), job_id)
             pipe.hdel(keys.INFLIGHT_USERS, job_id)
             await pipe.execute()
-        log.warning("slot_released", job_id=job_id, reason="job gone")
+        log.warning("slot_released", job_id=job_id, reason="job gone or finished")
         return True

@@ -44,6 +44,8 @@ class JobRunner:
     pixellab: PixelLabClient
     redis: aioredis.Redis
     settings: JobSettings
+    # job id -> single-flight lock it holds; the worker's lease loop renews these.
+    held_flights: dict[str, str] = field(default_factory=dict)
     _running: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def run(self, job_id: str) -> None:
@@ -126,8 +128,7 @@ class JobRunner:
         if cached is not None:
             return cached, True
         flight_key = keys.flight(record.cache_key)
-        lock_ms = int((record.timeout_s + 5) * 1000)
-        owner = await self.redis.set(flight_key, record.job_id, nx=True, px=lock_ms)
+        owner = await self._take_flight(flight_key, record.job_id)
         if not owner:
             shared = await self._wait_for_flight(flight_key, record.cache_key)
             if shared is not None:
@@ -150,7 +151,23 @@ class JobRunner:
             return image, False
         finally:
             if owner:
+                self.held_flights.pop(record.job_id, None)
                 await self._release_flight(flight_key, record.job_id)
+
+    async def _take_flight(self, flight_key: str, job_id: str) -> bool:
+        """Take the single-flight lock for this key.
+
+        The lock is a lease (renewed by the worker's lease loop while the job runs), so a
+        crashed holder frees it within ``lease_s``. A lock still held by this same job is a
+        previous attempt that died with its worker: taken over at once.
+        """
+        lease_ms = int(self.settings.lease_s * 1000)
+        owner = bool(await self.redis.set(flight_key, job_id, nx=True, px=lease_ms))
+        if not owner and (await self.redis.get(flight_key) or b"").decode() == job_id:
+            owner = bool(await self.redis.set(flight_key, job_id, px=lease_ms))
+        if owner:
+            self.held_flights[job_id] = flight_key
+        return owner
 
     async def _wait_for_flight(self, flight_key: str, cache_key: str) -> CachedImage | None:
         """Wait (bounded) for the job that holds the flight lock, then read its result."""

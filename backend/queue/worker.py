@@ -49,8 +49,11 @@ REDIS_RETRY_S = 1.0
 class WorkerLoops:
     """The lease, heartbeat and reconciler loops of one worker process."""
 
-    def __init__(self, resources: Resources, *, max_jobs: int) -> None:
+    def __init__(
+        self, resources: Resources, *, max_jobs: int, held_flights: dict[str, str]
+    ) -> None:
         self.resources = resources
+        self.held_flights = held_flights
         self.settings = resources.settings
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_jobs = max_jobs
@@ -81,12 +84,14 @@ class WorkerLoops:
             await redis.delete(keys.worker(self.worker_id))
 
     async def renew_leases(self) -> None:
-        if not self.running:
+        if not self.running and not self.held_flights:
             return
         lease_ms = int(self.settings.jobs.lease_s * 1000)
         async with self.resources.redis.pipeline(transaction=False) as pipe:
             for job_id in self.running:
                 pipe.pexpire(in_progress_key_prefix + job_id, lease_ms)
+            for flight_key in self.held_flights.values():
+                pipe.pexpire(flight_key, lease_ms)
             await pipe.execute()
 
     async def heartbeat(self) -> None:
@@ -143,15 +148,17 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     async def on_startup(ctx: dict[str, Any]) -> None:
         resources = await open_resources(settings)
         http = create_http_client(settings.pixellab)
-        loops = WorkerLoops(resources, max_jobs=settings.worker.max_jobs)
-        ctx.update(resources=resources, http=http, loops=loops)
-        ctx["runner"] = JobRunner(
+        runner = JobRunner(
             jobs=resources.jobs,
             cache=resources.cache,
             pixellab=PixelLabClient(http),
             redis=resources.redis,
             settings=settings.jobs,
         )
+        loops = WorkerLoops(
+            resources, max_jobs=settings.worker.max_jobs, held_flights=runner.held_flights
+        )
+        ctx.update(resources=resources, http=http, loops=loops, runner=runner)
         await loops.heartbeat()
         loops.start()
         log.info("worker_started", worker_id=loops.worker_id, max_jobs=loops.max_jobs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -179,7 +180,7 @@ async def test_dlq_from_the_command_line(
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "backend.cli", "dlq", *args],
-            env={**__import__("os").environ, **env},
+            env={**os.environ, **env},
             capture_output=True,
             text=True,
             timeout=30,

@@ -1,4 +1,12 @@
-"""Public queue state, health checks and Prometheus metrics."""
+"""Public queue state, health checks and Prometheus metrics.
+
+``/health/ready`` answers 503 unless Redis answers and at least one worker's heartbeat is
+fresh: without either, accepted jobs would not run. The queue state and the cache layers are
+reported but never fail it: a full queue still serves (reads, polling, 503 ``queue_full``
+with Retry-After), and a failing cache layer is a miss, not an outage (DESIGN.md), so pulling
+every replica out of rotation for either would turn a degradation into an outage. Each check
+is bounded by ``READY_TIMEOUT_S`` and they run concurrently, so a dead Redis answers in ~1 s.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,15 @@ import asyncio
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backend.limits.estimates import HEARTBEAT_STALE_S
 from backend.models import QueueState
+from backend.observability import metrics_text
 from backend.queue.resources import Resources
 from backend.store import keys
 
@@ -38,7 +48,8 @@ async def _check_redis(resources: Resources) -> dict[str, Any]:
 async def _check_workers(resources: Resources) -> dict[str, Any]:
     cutoff = int((time.time() - HEARTBEAT_STALE_S) * 1000)
     alive = await resources.redis.zcount(keys.WORKERS, cutoff, "+inf")
-    return {"status": "ok" if alive else "down", "alive": int(alive)}
+    return {"status": "ok" if alive else "down", "alive": int(alive),
+            "stale_after_s": HEARTBEAT_STALE_S}  # fmt: skip
 
 
 async def _check_queue(resources: Resources) -> dict[str, Any]:
@@ -53,7 +64,8 @@ async def _check_queue(resources: Resources) -> dict[str, Any]:
 
 async def _check_cache(resources: Resources) -> dict[str, Any]:
     layers = await resources.cache.ping()
-    return {"status": "ok", "layers": layers, "l2_enabled": resources.cache.l2_enabled}
+    status = "ok" if all(result == "ok" for result in layers.values()) else "degraded"
+    return {"status": status, "layers": layers, "l2_enabled": resources.cache.l2_enabled}
 
 
 async def _timed(name: str, check: Any) -> tuple[str, dict[str, Any]]:
@@ -80,7 +92,10 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # In a thread: the scrape-time collector reads Redis with a synchronous client.
+    own: CollectorRegistry | None = getattr(request.app.state, "metrics_registry", None)
+    body = await run_in_threadpool(metrics_text, *([own] if own is not None else []))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [

@@ -1,0 +1,118 @@
+"""``GET /v1/jobs/{id}/events``: a job's progress as Server-Sent Events, resumable by id."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+import structlog
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from backend import metrics
+from backend.api.auth import principal
+from backend.errors import InvalidRequest, NotFound
+from backend.models import JobRecord
+from backend.progress.feed import ProgressFeed
+from backend.progress.ids import StreamId, parse_optional
+from backend.progress.stream import JobStream
+from backend.queue.resources import Resources
+from backend.store.tokens import Principal
+
+log = structlog.get_logger(__name__)
+
+RETRY_MS = 2000  # EventSource's reconnect delay after a dropped connection
+SEND_TIMEOUT_S = 30.0  # a client that reads nothing for this long is dropped
+CLEANUP_TIMEOUT_S = 5.0
+
+
+async def _owned_record(request: Request, who: Principal) -> JobRecord:
+    # The rule of routes/jobs.py: another user's job is indistinguishable from a missing one.
+    resources: Resources = request.app.state.resources
+    record = await resources.jobs.get(request.path_params["job_id"])
+    if record is None or (record.user != who.user and not who.admin):
+        raise NotFound("job not found")
+    return record
+
+
+def _resume_point(request: Request) -> StreamId | None:
+    """``Last-Event-ID`` (EventSource's reconnect), else ``?last_event_id=``; raises 422."""
+    field = "Last-Event-ID"
+    raw = request.headers.get("last-event-id")
+    if raw is None:
+        field, raw = "last_event_id", request.query_params.get("last_event_id")
+    try:
+        return parse_optional(raw)
+    except ValueError:
+        reason = "must be an event id from this stream, like 1700000000000-0"
+        raise InvalidRequest(f"{field}: {reason}",
+                             details=[{"field": field, "reason": reason}]) from None  # fmt: skip
+
+
+async def _frames(stream: JobStream) -> AsyncIterator[ServerSentEvent]:
+    yield ServerSentEvent(retry=RETRY_MS)
+    async for event in stream.events():
+        yield ServerSentEvent(event.data, event=event.event, id=str(event.id))
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping")
+
+
+class _ProgressResponse(EventSourceResponse):
+    """An SSE response that gives back its listener and slot however it ends (HEAD too)."""
+
+    def __init__(
+        self, stream: JobStream, *, ping_s: float, on_close: Callable[[], Awaitable[None]]
+    ) -> None:
+        super().__init__(
+            _frames(stream),
+            ping=ping_s,
+            ping_message_factory=_ping,
+            send_timeout=SEND_TIMEOUT_S,
+            cleanup_timeout=CLEANUP_TIMEOUT_S,
+        )
+        self._stream = stream
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.SSE_CONNECTIONS.inc()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            metrics.SSE_CONNECTIONS.dec()
+            self._stream.close()
+            # Shielded: a cancelled request (disconnect, shutdown) must still free its slot.
+            with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
+                await self._on_close()
+            log.debug("sse_stream_closed", job_id=self._stream.job_id)
+
+
+async def job_events(request: Request) -> Response:
+    who = await principal(request)
+    record = await _owned_record(request, who)
+    structlog.contextvars.bind_contextvars(job_id=record.job_id)
+    after = _resume_point(request)
+    feed: ProgressFeed = request.app.state.progress
+    stream = await feed.open(record, after)
+    if stream is None:
+        # The client already has the final event; 204 tells EventSource not to reconnect.
+        return Response(status_code=204)
+    try:
+        lease = await feed.slots.acquire(who.user)
+    except BaseException:
+        stream.close()
+        raise
+    resources: Resources = request.app.state.resources
+    log.debug("sse_stream_opened", job_id=record.job_id, resume=str(after) if after else None)
+    return _ProgressResponse(
+        stream,
+        ping_s=resources.settings.sse.ping_s,
+        on_close=lambda: feed.slots.release(lease),
+    )
+
+
+routes = [Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"])]
