@@ -6,7 +6,6 @@ Each piece runs as its own process (as in production); all of them die with this
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import secrets
 import signal
@@ -15,35 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from backend.embedded_redis import EmbeddedRedis, free_port
+from backend.processes import die_with_parent, stop_process, wait_http
 from backend.store.tokens import TokenStore
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", *args], env=env, preexec_fn=_die_with_parent
+        [sys.executable, "-m", "backend.cli", *args], env=env, preexec_fn=die_with_parent
     )
-
-
-def _wait_http(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up within {timeout_s:.0f} s")
 
 
 async def _create_tokens(redis_url: str) -> tuple[str, str]:
@@ -71,11 +50,11 @@ def run_dev(*, port: int, data_dir: Path) -> int:
                                     "--api-key", mock_key], env))  # fmt: skip
             env["SPRITEQ_PIXELLAB__BASE_URL"] = f"http://127.0.0.1:{mock_port}"
             env["SPRITEQ_PIXELLAB__API_KEY"] = mock_key
-            _wait_http(f"http://127.0.0.1:{mock_port}/_mock/stats")
+            wait_http(f"http://127.0.0.1:{mock_port}/_mock/stats")
         children.append(_spawn(["api", "--port", str(port)], env))
         children.append(_spawn(["worker", "--metrics-port", str(free_port())], env))
         url = f"http://127.0.0.1:{port}"
-        _wait_http(url + "/health/live")
+        wait_http(url + "/health/live")
         user_token, admin_token = asyncio.run(_create_tokens(env["SPRITEQ_REDIS_URL"]))
         print(f"spritequeue is running at {url}", flush=True)
         print(f"user token (artist):  {user_token}", flush=True)
@@ -88,10 +67,7 @@ def run_dev(*, port: int, data_dir: Path) -> int:
             if child.poll() is None:
                 child.terminate()
         for child in children:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            stop_process(child)
         if redis is not None:
             redis.stop()
 

@@ -144,7 +144,11 @@ class Producer:
         record = await self._res.jobs.get(job_id)
         if record is None:
             return None
+        return await self.view_of(record, deduplicated=deduplicated)
+
+    async def view_of(self, record: JobRecord, *, deduplicated: bool = False) -> JobView:
+        """The record as clients see it, with queue position and wait while it is queued."""
         position, wait = (None, None)
         if record.status is JobStatus.QUEUED:
-            position, wait = await self._res.estimates.position(job_id)
+            position, wait = await self._res.estimates.position(record.job_id)
         return record.view(position=position, estimated_wait_s=wait, deduplicated=deduplicated)

@@ -114,7 +114,11 @@ class JobRunner:
             # its clients, and a cancellation is delivered only once.
             await self._on_cancelled(record)
             raise
-        except Exception as exc:
+        except RedisError:
+            # Our own store is away: not the job's fault. Leave it to the lease; when Redis is
+            # back the job is found stalled and runs again.
+            raise
+        except Exception as exc:  # every other failure is classified; none escapes
             metrics.JOB_DURATION.observe(time.monotonic() - began)
             await self._on_failure(record, exc)
             return

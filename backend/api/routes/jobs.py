@@ -78,7 +78,7 @@ async def status(request: Request) -> Response:
     who = await principal(request)
     record = await _owned_record(request, who)
     producer: Producer = request.app.state.producer
-    view = await producer.view(record.job_id) or record.view()
+    view = await producer.view_of(record)
     body = view.model_dump_json()
     etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "X-Poll-Interval": f"{poll_interval_s(view):g}",
