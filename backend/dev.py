@@ -6,6 +6,7 @@ Each piece runs as its own process (as in production); all of them die with this
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -56,6 +57,9 @@ def run_dev(*, port: int, data_dir: Path) -> int:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/health/live")
         user_token, admin_token = asyncio.run(_create_tokens(env["SPRITEQ_REDIS_URL"]))
+        # For scripts (load/make_tokens.py): where this dev stack is. Tokens stay out of it.
+        info = {"url": url, "redis_url": env["SPRITEQ_REDIS_URL"], "pid": os.getpid()}
+        (data_dir / "dev.json").write_text(json.dumps(info))
         print(f"spritequeue is running at {url}", flush=True)
         print(f"user token (artist):  {user_token}", flush=True)
         print(f"admin token (admin):  {admin_token}", flush=True)
