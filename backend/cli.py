@@ -32,15 +32,17 @@ def _run_api(args: argparse.Namespace) -> int:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    from prometheus_client import start_http_server
-
+    from backend.observability import serve_worker_metrics
     from backend.queue.worker import build_worker
 
     settings = Settings()
     configure_logging(settings.log_level)
+    scrape_redis = None
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host)
+        scrape_redis = serve_worker_metrics(settings, args.metrics_port, args.metrics_host)
     build_worker(settings).run()
+    if scrape_redis is not None:
+        scrape_redis.close()
     return 0
 
 

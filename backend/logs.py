@@ -90,5 +90,7 @@ def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> N
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    # A Python warning printed raw would be the one non-JSON line on stderr.
+    logging.captureWarnings(True)
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

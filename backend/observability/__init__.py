@@ -5,6 +5,7 @@ from __future__ import annotations
 from backend.observability.collector import (
     QueueCollector,
     metrics_text,
+    queue_registry,
     serve_worker_metrics,
     sync_redis_client,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "admin_stats",
     "metrics_text",
     "percentile",
+    "queue_registry",
     "serve_worker_metrics",
     "sync_redis_client",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 import structlog
@@ -36,15 +37,19 @@ SCRAPE_TIMEOUT_S = 0.5
 
 # name -> (help, label names); the names are part of the metrics contract (docs/observability.md)
 _GAUGES: dict[str, tuple[str, list[str]]] = {
-    "spritequeue_queue_jobs": ("Jobs now waiting, active (running) and inflight (both).",
-                               ["state"]),
+    "spritequeue_queue_jobs": (
+        "Jobs now waiting, active (running) and inflight (both).",
+        ["state"],
+    ),
     "spritequeue_dlq_jobs": ("Dead-lettered jobs within their retention.", []),
     "spritequeue_workers_alive": ("Workers with a fresh heartbeat.", []),
     "spritequeue_queue_capacity": ("The global cap on inflight jobs.", []),
-    "spritequeue_queue_state": ("1 for the current queue state (ok, warning, critical).",
-                                ["state"]),
+    "spritequeue_queue_state": (
+        "1 for the current queue state (ok, warning, critical).",
+        ["state"],
+    ),
     "spritequeue_scrape_redis_up": ("1 if this scrape could read Redis, else 0.", []),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -67,13 +72,20 @@ def note_state_change(
 
     Returns whether it logged. Raises redis errors.
     """
-    previous = client.set(keys.QUEUE_STATE, state.value, get=True)
+    # redis-py types sync and async replies as one union; this client is synchronous.
+    previous = cast("bytes | None", client.set(keys.QUEUE_STATE, state.value, get=True))
     before = previous.decode() if previous is not None else QueueState.OK.value
     if before == state.value:
         return False
     level = log.info if state is QueueState.OK else log.warning
-    level("queue_state_changed", state=state.value, previous=before, inflight=inflight,
-          capacity=limits.queue_capacity, warning_at=limits.warning_at)  # fmt: skip
+    level(
+        "queue_state_changed",
+        state=state.value,
+        previous=before,
+        inflight=inflight,
+        capacity=limits.queue_capacity,
+        warning_at=limits.warning_at,
+    )
     return True
 
 
@@ -95,8 +107,9 @@ class QueueCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         # Without this, registering would call collect() and touch Redis.
-        return [GaugeMetricFamily(name, doc, labels=labels) for name, (doc, labels) in
-                _GAUGES.items()]  # fmt: skip
+        return [
+            GaugeMetricFamily(name, doc, labels=labels) for name, (doc, labels) in _GAUGES.items()
+        ]
 
     def read(self) -> QueueFigures:
         """The figures, in one round trip; raises redis errors."""
@@ -120,8 +133,10 @@ class QueueCollector(Collector):
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics_redis_unavailable", error=type(exc).__name__)
             figures = None
-        families = {name: GaugeMetricFamily(name, doc, labels=labels)
-                    for name, (doc, labels) in _GAUGES.items()}  # fmt: skip
+        families = {
+            name: GaugeMetricFamily(name, doc, labels=labels)
+            for name, (doc, labels) in _GAUGES.items()
+        }
         families["spritequeue_scrape_redis_up"].add_metric([], 0 if figures is None else 1)
         families["spritequeue_queue_capacity"].add_metric([], self._limits.queue_capacity)
         if figures is not None:
@@ -142,6 +157,18 @@ class QueueCollector(Collector):
 def metrics_text(*registries: CollectorRegistry) -> bytes:
     """Prometheus text for the process's collectors plus ``registries`` (names never overlap)."""
     return b"".join(generate_latest(registry) for registry in (REGISTRY, *registries))
+
+
+def queue_registry(settings: Settings) -> tuple[CollectorRegistry, redis.Redis]:
+    """A registry with one ``QueueCollector``, for an app's ``/metrics``; and its client to close.
+
+    Per app rather than in the global registry: tests run several apps in one process, each
+    on its own settings, and ``metrics_text`` serves the global registry alongside it.
+    """
+    client = sync_redis_client(settings.redis_url)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(QueueCollector(client, settings))
+    return registry, client
 
 
 def serve_worker_metrics(settings: Settings, port: int, host: str) -> redis.Redis:

@@ -82,6 +82,7 @@ class Producer:
         image = await self._res.cache.get(record.cache_key)
         if image is not None:
             return Submission(await self._record_cache_hit(record, image), created=True)
+        await self._res.jobs.count_cache_miss()
         return await self.enqueue(record)
 
     async def enqueue(self, record: JobRecord, *, from_dlq: bool = False) -> Submission:

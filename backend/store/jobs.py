@@ -169,7 +169,13 @@ class JobStore:
                 approximate=True,
             )
             pipe.expire(keys.events(job_id), keep_s)
+            if record.cached:
+                pipe.hincrby(keys.STATS, "cache_hits", 1)
             await pipe.execute()
+
+    async def count_cache_miss(self) -> None:
+        """Submission-level misses, exact across API processes (hits: ``record_finished``)."""
+        await self._redis.hincrby(keys.STATS, "cache_misses", 1)
 
     async def request_cancel(self, job_id: str) -> tuple[CancelCode, str]:
         """Take a queued job off arq's queue, or ask arq to abort a running one."""

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backend.api.auth import admin
 from backend.api.params import int_param
+from backend.observability import admin_stats
 from backend.queue.dlq import DeadLetters
 from backend.queue.resources import Resources
-from backend.store import keys
 
 
 def _dlq(request: Request) -> DeadLetters:
@@ -53,34 +49,7 @@ async def dlq_delete(request: Request) -> Response:
 async def stats(request: Request) -> Response:
     await admin(request)
     resources: Resources = request.app.state.resources
-    redis = resources.redis
-    queue = await resources.estimates.queue_view()
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.INFLIGHT_USERS)
-        pipe.lrange(keys.DURATIONS, 0, 199)
-        pipe.zrangebyscore(keys.WORKERS, int((time.time() - 60) * 1000), "+inf")
-        pipe.zcard(keys.DLQ)
-        owners, durations, workers, dlq_size = await pipe.execute()
-    per_user: dict[str, int] = {}
-    for user in owners.values():
-        per_user[user.decode()] = per_user.get(user.decode(), 0) + 1
-    heartbeats: list[dict[str, Any]] = []
-    for worker_id in workers:
-        beat = await redis.hgetall(keys.worker(worker_id.decode()))  # type: ignore[misc]
-        heartbeats.append({"worker_id": worker_id.decode(),
-                           **{k.decode(): v.decode() for k, v in beat.items()}})  # fmt: skip
-    runs = sorted(float(d) for d in durations)
-    body = {
-        "queue": queue.model_dump(mode="json"),
-        "per_user_inflight": per_user,
-        "workers": heartbeats,
-        "dlq_size": int(dlq_size),
-        "durations_s": {
-            "samples": len(runs),
-            "p50": statistics.median(runs) if runs else None,
-            "p95": runs[min(len(runs) - 1, int(len(runs) * 0.95))] if runs else None,
-        },
-    }
+    body = await admin_stats(resources.redis, resources.estimates, resources.settings)
     return JSONResponse(body)
 
 

@@ -44,6 +44,13 @@ async def _owned_record(request: Request, who: Principal) -> JobRecord:
 
 async def submit(request: Request) -> Response:
     began = time.perf_counter()
+    try:
+        return await _submit(request)
+    finally:  # refusals and errors are timed too
+        metrics.SUBMIT_LATENCY.observe(time.perf_counter() - began)
+
+
+async def _submit(request: Request) -> Response:
     who = await principal(request)
     settings = _settings(request)
     try:
@@ -59,7 +66,6 @@ async def submit(request: Request) -> Response:
         raise
     producer: Producer = request.app.state.producer
     submission = await producer.submit(who.user, sprite, request_id=request.state.request_id)
-    metrics.SUBMIT_LATENCY.observe(time.perf_counter() - began)
     view = submission.view
     status = 200 if view.cached and submission.created else 202
     return _view_response(view, status, headers={"Location": f"/v1/jobs/{view.job_id}"})

@@ -48,8 +48,11 @@ async def _check_redis(resources: Resources) -> dict[str, Any]:
 async def _check_workers(resources: Resources) -> dict[str, Any]:
     cutoff = int((time.time() - HEARTBEAT_STALE_S) * 1000)
     alive = await resources.redis.zcount(keys.WORKERS, cutoff, "+inf")
-    return {"status": "ok" if alive else "down", "alive": int(alive),
-            "stale_after_s": HEARTBEAT_STALE_S}  # fmt: skip
+    return {
+        "status": "ok" if alive else "down",
+        "alive": int(alive),
+        "stale_after_s": HEARTBEAT_STALE_S,
+    }
 
 
 async def _check_queue(resources: Resources) -> dict[str, Any]:
@@ -87,8 +90,9 @@ async def ready(request: Request) -> Response:
         )
     )
     ok = all(results[name]["status"] == "ok" for name in ("redis", "workers"))
-    body = {"status": "ok" if ok else "unavailable", "checks": results}
-    return JSONResponse(body, status_code=200 if ok else 503)
+    degraded = any(check["status"] != "ok" for check in results.values())
+    status = "unavailable" if not ok else "degraded" if degraded else "ok"
+    return JSONResponse({"status": status, "checks": results}, status_code=200 if ok else 503)
 
 
 async def metrics(request: Request) -> Response:
