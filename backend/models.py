@@ -169,6 +169,7 @@ class JobView(BaseModel):
     status: JobStatus
     progress: int
     stage: Stage
+    description: str | None = None  # the (normalized) prompt, so clients can label the job
     position: int | None = None
     estimated_wait_s: float | None = None
     attempts: int = 0
@@ -273,6 +274,7 @@ class JobRecord(BaseModel):
     def view(self, **extra: Any) -> JobView:
         return JobView(
             job_id=self.job_id,
+            description=self.request.get("description"),
             status=self.status,
             progress=self.progress,
             stage=self.stage,

@@ -175,7 +175,7 @@ class JobStore:
 
     async def count_cache_miss(self) -> None:
         """Submission-level misses, exact across API processes (hits: ``record_finished``)."""
-        await self._redis.hincrby(keys.STATS, "cache_misses", 1)
+        await self._redis.hincrby(keys.STATS, "cache_misses", 1)  # type: ignore[misc]
 
     async def request_cancel(self, job_id: str) -> tuple[CancelCode, str]:
         """Take a queued job off arq's queue, or ask arq to abort a running one."""
