@@ -11,9 +11,10 @@ from starlette.middleware import Middleware
 
 from backend.api.context import RequestContext
 from backend.api.errors import EXCEPTION_HANDLERS
-from backend.api.routes import admin, events, jobs, system
+from backend.api.routes import admin, docs, events, jobs, pages, system
 from backend.config import Settings
 from backend.logs import configure_logging
+from backend.observability import queue_registry
 from backend.progress.feed import ProgressFeed
 from backend.queue.dlq import DeadLetters
 from backend.queue.producer import Producer
@@ -41,15 +42,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         await progress.start()
         app.state.progress = progress
+        app.state.metrics_registry, scrape_redis = queue_registry(settings)
         log.info("api_started", l2_enabled=resources.cache.l2_enabled)
         try:
             yield
         finally:
             await progress.stop()
             await resources.close()
+            scrape_redis.close()
 
     return Starlette(
-        routes=[*jobs.routes, *events.routes, *system.routes, *admin.routes],
+        routes=[
+            *jobs.routes,
+            *events.routes,
+            *system.routes,
+            *admin.routes,
+            *docs.routes,
+            *pages.routes,
+        ],
         middleware=[Middleware(RequestContext)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

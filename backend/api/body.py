@@ -27,7 +27,7 @@ async def read_json(request: Request, *, max_bytes: int) -> Any:
             raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: too deep
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 
 

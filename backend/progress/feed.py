@@ -5,9 +5,8 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from backend.models import JobRecord
-from backend.progress.events import EventLog
+from backend.progress.events import EventLog, StreamId
 from backend.progress.hub import EventHub
-from backend.progress.ids import StreamId
 from backend.progress.slots import StreamSlots
 from backend.progress.stream import JobStream, open_stream
 

@@ -155,14 +155,15 @@ class EventHub:
         while True:
             try:
                 await self._consume()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # the reader must outlive anything, or every stream stalls
                 was_subscribed = self.subscribed
                 self._subscribed.clear()
                 failures = 1 if was_subscribed else failures + 1
                 base_s, max_s = self._backoff
                 delay = backoff_s(min(failures, 30), base_s=base_s, max_s=max_s, jitter=0.1)
-                log.warning("event_hub_disconnected", error=type(exc).__name__,
-                            retry_in_s=round(delay, 2))  # fmt: skip
+                report = log.warning if isinstance(exc, RedisError | OSError) else log.exception
+                report("event_hub_disconnected", error=type(exc).__name__,
+                       retry_in_s=round(delay, 2))  # fmt: skip
                 await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
@@ -174,13 +175,18 @@ class EventHub:
                 if message is None:
                     continue
                 if message["type"] == "message":
-                    event = parse_message(message["data"])
-                    if event is not None:
-                        self.dispatch(event)
+                    self._on_message(message["data"])
                 elif message["type"] == "subscribe":
                     self._on_subscribed()
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+
+    def _on_message(self, payload: bytes) -> None:
+        # Every replica hears every job's events; most have no listener here, so look the
+        # job up before parsing the rest.
+        job_id = payload[: payload.find(b" ")].decode(errors="replace")
+        if job_id in self._listeners and (event := parse_message(payload)) is not None:
+            self.dispatch(event)
 
     def _on_subscribed(self) -> None:
         self.subscriptions += 1

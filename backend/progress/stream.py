@@ -16,9 +16,8 @@ import structlog
 from redis.exceptions import RedisError
 
 from backend.models import JobRecord
-from backend.progress.events import EventLog, JobEvent, synthesized_final
+from backend.progress.events import EventLog, JobEvent, StreamId, synthesized_final
 from backend.progress.hub import EventHub, Listener, Signal
-from backend.progress.ids import StreamId
 from backend.retry.backoff import backoff_s
 
 log = structlog.get_logger(__name__)

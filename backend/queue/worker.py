@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import time
 import uuid
@@ -133,6 +134,18 @@ class SpriteWorker(Worker):
         except (RedisError, OSError) as exc:
             log.warning("worker_redis_unavailable", error=type(exc).__name__)
             await asyncio.sleep(REDIS_RETRY_S)
+
+    async def close(self) -> None:
+        """arq's close, made to run ``on_shutdown`` even when a job task was cancelled.
+
+        arq gathers its job tasks without ``return_exceptions``, so one cancelled task would
+        end ``close()`` early: no ``on_shutdown``, clients and background loops left open.
+        """
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+        await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:

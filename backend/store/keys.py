@@ -34,6 +34,11 @@ def user_inflight(user: str) -> str:
     return f"{PREFIX}user:{user}:inflight"
 
 
+def user_streams(user: str) -> str:
+    """zset of the user's open SSE streams: lease id -> lease expiry (ms)."""
+    return f"{PREFIX}user:{user}:streams"
+
+
 def user_jobs(user: str) -> str:
     return f"{PREFIX}user:{user}:jobs"
 

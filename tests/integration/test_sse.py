@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from arq.constants import in_progress_key_prefix
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
@@ -24,7 +26,6 @@ from fixtures.factories import auth, sprite_request, wait_for_status
 from fixtures.servers import ThreadedUvicorn
 from fixtures.stack import WorkerThread
 
-FINAL = {"completed", "failed", "cancelled"}
 SLOW = "[mock-latency:300]"  # each PixelLab stage takes long enough to be seen
 
 
@@ -65,15 +66,35 @@ async def blocks(response: httpx.Response) -> AsyncIterator[Block]:
                 setattr(block, name, value)
 
 
-async def events_of(response: httpx.Response, limit: int | None = None) -> list[Block]:
-    """The events (blocks with data) until the server closes, or the first ``limit``."""
-    found = []
-    async for block in blocks(response):
-        if block.data is not None:
-            found.append(block)
-            if limit is not None and len(found) == limit:
+class Stream:
+    """An open SSE response and the one parser reading it."""
+
+    def __init__(self, response: httpx.Response, reader: AsyncIterator[Block]) -> None:
+        self.response = response
+        self.reader = reader
+        self.seen: list[Block] = []  # every block, pings and the retry hint included
+
+    async def events(self, limit: int | None = None) -> list[Block]:
+        """The next events (blocks with data): ``limit`` of them, or all until the server closes."""
+        found: list[Block] = []
+        while limit is None or len(found) < limit:
+            block = await anext(self.reader, None)
+            if block is None:
                 break
-    return found
+            self.seen.append(block)
+            if block.data is not None:
+                found.append(block)
+        return found
+
+
+@asynccontextmanager
+async def sse(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> AsyncIterator[Stream]:
+    """Open a stream; leaving the block drops the connection (as a closed browser tab does)."""
+    async with (
+        http.stream("GET", url, headers=headers) as response,
+        aclosing(blocks(response)) as reader,
+    ):
+        yield Stream(response, reader)
 
 
 class SSEStack:
@@ -99,8 +120,24 @@ class SSEStack:
         self.server.stop()
 
 
+async def arq_idle(redis: aioredis.Redis, timeout_s: float = 5.0) -> None:
+    """Wait until arq has finished its own bookkeeping for every job.
+
+    SSE reports the final state the moment the store's script runs, a little before arq
+    records the result; a worker stopped in between has arq cancel that write and raise
+    CancelledError out of its thread. Polling clients never see this: they are slower.
+    """
+    deadline = time.monotonic() + timeout_s
+    pattern = in_progress_key_prefix + "*"
+    while [key async for key in redis.scan_iter(match=pattern, count=100)]:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # the key goes in arq's last pipeline; its task returns just after
+
+
 @pytest.fixture
-def make_sse_stack(redis: aioredis.Redis) -> Iterator[Callable[..., SSEStack]]:
+async def make_sse_stack(redis: aioredis.Redis) -> AsyncIterator[Callable[..., SSEStack]]:
     stacks: list[SSEStack] = []
 
     def make(settings: Settings, *, worker: bool = True) -> SSEStack:
@@ -108,6 +145,8 @@ def make_sse_stack(redis: aioredis.Redis) -> Iterator[Callable[..., SSEStack]]:
         return stacks[-1]
 
     yield make
+    if any(stack.worker is not None for stack in stacks):
+        await arq_idle(redis)
     for stack in stacks:
         stack.stop()
 
@@ -125,19 +164,24 @@ async def submit(http: httpx.AsyncClient, token: str, description: str) -> str:
     return job_id
 
 
+async def open_slots(redis: aioredis.Redis, user: str) -> int:
+    return int(await redis.zcard(streams_key(user)))
+
+
 def sse_gauge() -> float:
     return REGISTRY.get_sample_value("spritequeue_sse_connections") or 0.0
 
 
-async def eventually(check: Callable[[], Any], timeout_s: float = 3.0) -> None:
+async def eventually(check: Callable[[], Any], want: Any = True, timeout_s: float = 3.0) -> None:
+    """Wait until ``check()`` (a value or an awaitable) equals ``want``."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = check()
-        if asyncio.iscoroutine(result):
+        if inspect.isawaitable(result):
             result = await result
-        if result:
+        if result == want:
             return
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"still {result!r}, wanted {want!r}"
         await asyncio.sleep(0.02)
 
 
@@ -147,13 +191,11 @@ async def test_full_sequence_in_order_ends_with_completed(
     stack = make_sse_stack(settings)
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], f"a knight {SLOW}")
-        url = f"/v1/jobs/{job_id}/events"
-        async with http.stream("GET", url, headers=auth(tokens["alice"])) as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
-            first = await anext(aiter(blocks(response)))
-            assert first.retry == 2000
-            events = await events_of(response)
+        async with sse(http, f"/v1/jobs/{job_id}/events", auth(tokens["alice"])) as stream:
+            assert stream.response.status_code == 200
+            assert stream.response.headers["content-type"].startswith("text/event-stream")
+            events = await stream.events()
+            assert stream.seen[0].retry == 2000 and stream.seen[0].data is None
         polled = (await http.get(f"/v1/jobs/{job_id}", headers=auth(tokens["alice"]))).json()
 
     names = [e.event for e in events]
@@ -176,16 +218,14 @@ async def test_resume_with_last_event_id_yields_only_later_events(
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], f"a rogue {SLOW}")
         url = f"/v1/jobs/{job_id}/events"
-        async with http.stream("GET", url, headers=headers) as response:
-            head = await events_of(response, limit=2)  # then drop the connection mid-job
-        resume = {**headers, "Last-Event-ID": str(head[-1].id)}
-        async with http.stream("GET", url, headers=resume) as response:
-            rest = await events_of(response)
-        async with http.stream("GET", url, headers=headers) as response:
-            everything = await events_of(response)
-        by_query = f"{url}?last_event_id={head[0].id}"
-        async with http.stream("GET", by_query, headers=headers) as response:
-            after_first = await events_of(response)
+        async with sse(http, url, headers) as stream:
+            head = await stream.events(limit=2)  # then drop the connection mid-job
+        async with sse(http, url, {**headers, "Last-Event-ID": str(head[-1].id)}) as stream:
+            rest = await stream.events()
+        async with sse(http, url, headers) as stream:
+            everything = await stream.events()
+        async with sse(http, f"{url}?last_event_id={head[0].id}", headers) as stream:
+            after_first = await stream.events()
 
     assert rest and rest[-1].event == "completed"
     assert [e.id for e in head + rest] == [e.id for e in everything]
@@ -202,22 +242,22 @@ async def test_finished_job_gets_its_final_event_at_once_and_closes(
     headers = auth(tokens["alice"])
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], "a finished wizard")
+        url = f"/v1/jobs/{job_id}/events"
         await wait_for_status(http, job_id, tokens["alice"], {"completed"})
         began = time.monotonic()
-        async with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
-            events = await events_of(response)
+        async with sse(http, url, headers) as stream:
+            events = await stream.events()
         assert time.monotonic() - began < 1.0
         assert events[-1].event == "completed" and events[-1].view["progress"] == 100
 
         # Resuming after the final event: nothing more, and 204 stops EventSource retrying.
-        done = {**headers, "Last-Event-ID": str(events[-1].id)}
-        again = await http.get(f"/v1/jobs/{job_id}/events", headers=done)
+        again = await http.get(url, headers={**headers, "Last-Event-ID": str(events[-1].id)})
         assert again.status_code == 204
 
         # The stream expired but the record is kept: the final event is rebuilt from it.
         await redis.delete(f"sq:events:{job_id}")
-        async with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
-            rebuilt = await events_of(response)
+        async with sse(http, url, headers) as stream:
+            rebuilt = await stream.events()
         assert [e.event for e in rebuilt] == ["completed"]
         assert rebuilt[0].view == events[-1].view
 
@@ -228,9 +268,8 @@ async def test_failed_job_stream_ends_with_failed(
     stack = make_sse_stack(settings)
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], "a broken golem [mock:auth_error]")
-        url = f"/v1/jobs/{job_id}/events"
-        async with http.stream("GET", url, headers=auth(tokens["alice"])) as response:
-            events = await events_of(response)
+        async with sse(http, f"/v1/jobs/{job_id}/events", auth(tokens["alice"])) as stream:
+            events = await stream.events()
     assert events[-1].event == "failed"
     assert events[-1].view["status"] == "failed"
     assert events[-1].view["error"]["type"] == "auth"
@@ -244,14 +283,14 @@ async def test_cancelled_job_stream_ends_with_cancelled(
     headers = auth(tokens["alice"])
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], "a cancelled bard")
-        async with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
-            reader = blocks(response)
-            assert (await anext(reader)).retry == 2000
-            queued = await anext(reader)
+        async with sse(http, f"/v1/jobs/{job_id}/events", headers) as stream:
+            [queued] = await stream.events(limit=1)
             assert queued.event == "progress" and queued.view["status"] == "queued"
-            assert (await http.delete(f"/v1/jobs/{job_id}", headers=headers)).status_code == 202
-            rest = [b async for b in reader if b.data is not None]
-    assert [b.event for b in rest] == ["cancelled"]
+            cancelled = await http.delete(f"/v1/jobs/{job_id}", headers=headers)
+            assert cancelled.status_code == 202
+            rest = await stream.events()
+    assert [e.event for e in rest] == ["cancelled"]
+    assert rest[0].view["status"] == "cancelled"
 
 
 async def test_keep_alive_ping_with_a_short_interval(
@@ -263,14 +302,13 @@ async def test_keep_alive_ping_with_a_short_interval(
     stack = make_sse_stack(make_settings(sse={"ping_s": 0.2}), worker=False)
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], "a waiting archer")
-        url = f"/v1/jobs/{job_id}/events"
-        pings = 0
-        async with http.stream("GET", url, headers=auth(tokens["alice"])) as response:
-            began = time.monotonic()
-            async for block in blocks(response):
+        async with sse(http, f"/v1/jobs/{job_id}/events", auth(tokens["alice"])) as stream:
+            await stream.events(limit=1)
+            began, pings = time.monotonic(), 0
+            while pings < 2:
+                block = await anext(stream.reader)
+                assert block.data is None  # nothing happens to a queued job: only pings
                 pings += block.comments.count("ping")
-                if pings >= 2:
-                    break
             assert time.monotonic() - began < 1.5
 
 
@@ -284,15 +322,19 @@ async def test_disconnect_releases_listener_gauge_and_slot(
     hub, before = stack.feed.hub, sse_gauge()
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], "an abandoned cleric")
-        url = f"/v1/jobs/{job_id}/events"
-        async with http.stream("GET", url, headers=auth(tokens["alice"])) as response:
-            await events_of(response, limit=1)
+        async with sse(http, f"/v1/jobs/{job_id}/events", auth(tokens["alice"])) as stream:
+            await stream.events(limit=1)
             assert hub.listener_count == 1 and sse_gauge() == before + 1
-            assert await redis.zcard(streams_key("alice")) == 1
+            assert await open_slots(redis, "alice") == 1
         # Leaving the block closes the connection; the server must notice on its own.
-        await eventually(lambda: hub.listener_count == 0 and sse_gauge() == before)
-        await eventually(lambda: redis.zcard(streams_key("alice")) == 0)
+        await eventually(lambda: (hub.listener_count, sse_gauge()), want=(0, before))
+        await eventually(lambda: open_slots(redis, "alice"), want=0)
         assert stack.feed.slots.held == 0
+        # HEAD answers with headers only and must not hold anything either.
+        head = await http.head(f"/v1/jobs/{job_id}/events", headers=auth(tokens["alice"]))
+        assert head.status_code == 200 and head.content == b""
+        assert hub.listener_count == 0 and sse_gauge() == before
+        assert await open_slots(redis, "alice") == 0 and stack.feed.slots.held == 0
 
 
 async def test_per_user_stream_cap_answers_429(
@@ -306,36 +348,39 @@ async def test_per_user_stream_cap_answers_429(
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], "a popular paladin")
         url = f"/v1/jobs/{job_id}/events"
-        async with http.stream("GET", url, headers=alice) as one:
-            await events_of(one, limit=1)
-            async with http.stream("GET", url, headers=alice) as two:
-                await events_of(two, limit=1)
+        async with sse(http, url, alice) as one:
+            await one.events(limit=1)
+            async with sse(http, url, alice) as two:
+                await two.events(limit=1)
                 third = await http.get(url, headers=alice)
                 assert third.status_code == 429
                 assert third.json()["error"]["code"] == "too_many_streams"
                 assert int(third.headers["retry-after"]) >= 1
-                other = await http.get(f"/v1/jobs/{job_id}", headers=alice)
-                assert other.status_code == 200  # polling is not capped
-            await eventually(lambda: redis.zcard(streams_key("alice")) == 1)
-            async with http.stream("GET", url, headers=alice) as again:
-                assert again.status_code == 200
-        bobs = await submit(http, tokens["bob"], "bob's own sprite")
-        async with http.stream("GET", f"/v1/jobs/{bobs}/events", headers=bob) as response:
-            assert response.status_code == 200
+                polled = await http.get(f"/v1/jobs/{job_id}", headers=alice)
+                assert polled.status_code == 200  # polling is not capped
+                bobs = await submit(http, tokens["bob"], "bob's own sprite")
+                async with sse(http, f"/v1/jobs/{bobs}/events", bob) as other_user:
+                    assert other_user.response.status_code == 200
+            await eventually(lambda: open_slots(redis, "alice"), want=1)
+            async with sse(http, url, alice) as again:
+                assert again.response.status_code == 200
+                assert await again.events(limit=1)
 
 
 async def test_auth_ownership_and_bad_resume_point(
     make_sse_stack: Callable[..., SSEStack], settings: Settings, tokens: dict[str, str]
 ) -> None:
     stack = make_sse_stack(settings, worker=False)
+    alice = auth(tokens["alice"])
     async with http_client(stack) as http:
         job_id = await submit(http, tokens["alice"], "a private ranger")
         url = f"/v1/jobs/{job_id}/events"
         assert (await http.get(url)).status_code == 401
         assert (await http.get(url, headers=auth(tokens["bob"]))).status_code == 404
-        assert (await http.get("/v1/jobs/nope/events", headers=auth(tokens["alice"]))).status_code == 404
-        bad = await http.get(url, headers={**auth(tokens["alice"]), "Last-Event-ID": "x-1"})
+        assert (await http.get("/v1/jobs/nope/events", headers=alice)).status_code == 404
+        bad = await http.get(url, headers={**alice, "Last-Event-ID": "x-1"})
         assert bad.status_code == 422
         assert bad.json()["error"]["details"][0]["field"] == "Last-Event-ID"
-        async with http.stream("GET", url, headers=auth(tokens["admin"])) as response:
-            assert response.status_code == 200  # admins see every job
+        async with sse(http, url, auth(tokens["admin"])) as stream:
+            assert stream.response.status_code == 200  # admins see every job
+            assert await stream.events(limit=1)

@@ -16,8 +16,8 @@ from backend import metrics
 from backend.api.auth import principal
 from backend.errors import InvalidRequest, NotFound
 from backend.models import JobRecord
+from backend.progress.events import StreamId, parse_optional
 from backend.progress.feed import ProgressFeed
-from backend.progress.ids import StreamId, parse_optional
 from backend.progress.stream import JobStream
 from backend.queue.resources import Resources
 from backend.store.tokens import Principal
@@ -63,7 +63,7 @@ def _ping() -> ServerSentEvent:
 
 
 class _ProgressResponse(EventSourceResponse):
-    """An SSE response that gives back its listener and slot however it ends (HEAD too)."""
+    """An SSE response that gives back its listener and slot however it ends."""
 
     def __init__(
         self, stream: JobStream, *, ping_s: float, on_close: Callable[[], Awaitable[None]]
@@ -96,6 +96,8 @@ async def job_events(request: Request) -> Response:
     record = await _owned_record(request, who)
     structlog.contextvars.bind_contextvars(job_id=record.job_id)
     after = _resume_point(request)
+    if request.method == "HEAD":  # headers only, like sse-starlette's HEAD: nothing to hold
+        return Response(media_type="text/event-stream", headers={"Cache-Control": "no-store"})
     feed: ProgressFeed = request.app.state.progress
     stream = await feed.open(record, after)
     if stream is None:
