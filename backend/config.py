@@ -13,7 +13,9 @@ class PixelLabSettings(BaseModel):
     base_url: str = "https://api.pixellab.ai/v1"
     api_key: SecretStr | None = None
     connect_timeout_s: float = 5.0
-    max_connections: int = 100
+    # At least WorkerSettings.max_jobs: a smaller pool makes jobs queue for a connection, so
+    # 500 slow jobs ran 100 at a time (docs/benchmarks.md).
+    max_connections: int = 500
 
 
 class FirestoreSettings(BaseModel):
@@ -58,7 +60,10 @@ class JobSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     max_jobs: int = Field(500, ge=1)
-    poll_delay_s: float = 0.05
+    # arq sleeps this long between polls of the queue, so a new job waits half of it on
+    # average before a worker sees it: 0.01 s is ~5 ms for ~100 cheap polls/s per worker
+    # (measured in docs/benchmarks.md).
+    poll_delay_s: float = 0.01
     shutdown_grace_s: float = 30.0
     heartbeat_s: float = 5.0
 

@@ -36,10 +36,12 @@ if status ~= "queued" and status ~= "active" then
   redis.call("HDEL", KEYS[9], ARGV[1])
   return 0
 end
-local fields = cjson.decode(ARGV[3])
-for name, value in pairs(fields) do
-  redis.call("HSET", KEYS[1], name, value)
+local flat = {}
+for name, value in pairs(cjson.decode(ARGV[3])) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
 end
+redis.call("HSET", KEYS[1], unpack(flat))
 redis.call("ZREM", KEYS[3], ARGV[1])
 redis.call("ZREM", KEYS[4], ARGV[1])
 redis.call("ZREM", KEYS[5], ARGV[1])

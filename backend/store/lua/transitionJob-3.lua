@@ -22,10 +22,12 @@ local status = redis.call("HGET", KEYS[1], "status")
 if not status or not string.find("," .. ARGV[2] .. ",", "," .. status .. ",", 1, true) then
   return 0
 end
-local fields = cjson.decode(ARGV[5])
-for name, value in pairs(fields) do
-  redis.call("HSET", KEYS[1], name, value)
+local flat = {}
+for name, value in pairs(cjson.decode(ARGV[5])) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
 end
+redis.call("HSET", KEYS[1], unpack(flat))
 if ARGV[3] == "add" then
   redis.call("ZADD", KEYS[3], ARGV[4], ARGV[1])
 elseif ARGV[3] == "rem" then
