@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from _harness import percentile
 
 from backend.embedded_redis import EmbeddedRedis, free_port
 from backend.logs import configure_logging
@@ -60,12 +61,6 @@ class Phase:
             for key, sent in self.sent.items()
             if key in self.received
         )
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def stage_for(step: int, steps: int) -> tuple[Stage, int]:

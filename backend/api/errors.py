@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -40,6 +40,8 @@ async def _http(request: Request, exc: Exception) -> Response:
 
 
 async def _redis(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ResponseError):  # Redis answered: our command was wrong, not an outage
+        return await _internal(request, exc)
     kind = "timeout" if isinstance(exc, RedisTimeoutError) else type(exc).__name__
     log.warning("redis_unavailable", error=kind)
     return error_response(Unavailable("the queue's Redis is unavailable; try again shortly"))

@@ -9,14 +9,16 @@ Inputs, all read from Redis on every call, so every API process sees the same fi
 
 Formulas (pure functions below, unit-tested):
     ETA at 1-based waiting position p   0 if p <= S - A (a free slot takes it at once),
-                                         else ceil((p - max(S - A, 0)) / S) * D: the jobs
-                                         ahead are served S at a time, one run time a round
+                                         else ceil((p - max(S - A, 0)) / max(S, 1)) * D:
+                                         the jobs ahead are served S at a time, one run
+                                         time a round (no live worker counts as one slot)
     Retry-After, queue_full              one job must end to free a global slot; with
-                                         R = clamp(min(S, I), 1) jobs running, one ends on
+                                         R = max(min(S, I), 1) jobs running, one ends on
                                          average every D / R s: ceil((I - capacity + 1) * D / R)
     Retry-After, user_limit              the soonest any of the user's own jobs ends: a
-                                         running one after D - (time it has run), a waiting
-                                         one after its ETA + D; D when the user is unknown
+                                         running one after max(D - time it has run, D / 4)
+                                         (past its median a job gives no better clue), a
+                                         waiting one after its ETA + D; D if no user given
 Every Retry-After is clamped to [1, ``MAX_RETRY_AFTER_S``]: past ten minutes an estimate is
 too rough to be worth more than a periodic re-check.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -80,8 +82,7 @@ def user_job_ends_in_s(
     return median_duration_s
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     inflight: int
     active: int
     slots: int

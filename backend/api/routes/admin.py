@@ -22,7 +22,7 @@ async def dlq_list(request: Request) -> Response:
     await admin(request)
     limit = int_param(request, "limit", default=50, low=1, high=200)
     cursor = request.query_params.get("cursor") or None
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
         cursor = None
     items, next_cursor = await _dlq(request).list(limit=limit, cursor=cursor)
     return JSONResponse({"items": items, "next_cursor": next_cursor})

@@ -1,0 +1,135 @@
+"""Response bodies with no model elsewhere (job lists, DLQ, stats, health, SSE frames)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Json
+
+from backend.models import Attempt, ErrorBody, ErrorInfo, JobView, QueueView
+
+# These describe bodies that routes build as dicts. They exist for the OpenAPI document and
+# for the tests that validate real responses against it; a route changing its body without
+# changing its model here fails those tests.
+
+
+class JobList(BaseModel):
+    """``GET /v1/jobs``: the caller's most recent jobs, newest first."""
+
+    items: list[JobView]
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="dotted path of the bad field, e.g. `image_size.width`")
+    reason: str
+
+
+class InvalidRequestDetail(ErrorBody.Detail):
+    code: Literal["invalid_request"]
+    details: list[FieldProblem]
+
+
+class InvalidRequestBody(ErrorBody):
+    """A ``422``: which fields were wrong, and why."""
+
+    error: InvalidRequestDetail
+
+
+class DlqEntry(BaseModel):
+    """A dead-lettered job: its failure, its tries, and enough to run it again."""
+
+    job_id: str
+    user: str
+    cache_key: str = Field(description="sha256 of the canonical request")
+    request: dict[str, Any] = Field(
+        description="the normalized submission: SpriteRequest fields, defaults left out"
+    )
+    timeout_s: float
+    error: ErrorInfo | None
+    attempts: int
+    history: list[Attempt]
+    created_at: float
+    request_id: str | None
+    failed_at: float
+
+
+class DlqPage(BaseModel):
+    """``GET /v1/admin/dlq``: a page of entries, newest first."""
+
+    items: list[DlqEntry]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class StatsQueue(QueueView):
+    inflight: int
+    warning_at: int
+
+
+class WorkerBeat(BaseModel):
+    # The heartbeat hash's other fields pass through as they are.
+    model_config = ConfigDict(extra="allow")
+
+    worker_id: str
+    concurrency: int | None = None
+    running: int | None = None
+    pid: int | None = None
+    beat_at: float | None = None
+    age_s: float | None = None
+
+
+class CacheStats(BaseModel):
+    hits: int
+    misses: int
+    hit_rate: float | None
+
+
+class DurationStats(BaseModel):
+    samples: int
+    p50: float | None
+    p95: float | None
+
+
+class AdminStats(BaseModel):
+    """``GET /v1/admin/stats``: figures read from Redis, the same whichever replica answers."""
+
+    queue: StatsQueue
+    per_user_inflight: dict[str, int]
+    workers_alive: int
+    workers: list[WorkerBeat]
+    dlq_size: int
+    cache: CacheStats
+    durations_s: DurationStats
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyCheck(BaseModel):
+    # Each check adds its own figures (latency_ms, alive, layers…) beside its status.
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "degraded", "down"]
+    error: str | None = Field(None, description="the exception's type when the check failed")
+
+
+class Readiness(BaseModel):
+    """``GET /health/ready``: 503 unless Redis answers and a worker's heartbeat is fresh."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    checks: dict[str, ReadyCheck]
+
+
+class JobEvent(BaseModel):
+    """One Server-Sent Event: its `event:`, `id:` and `data:` lines; `data` is a JobView as JSON."""
+
+    # ``Json``: on the wire ``data`` is a JSON string; documented as contentMediaType plus
+    # contentSchema, and parsed into a JobView when a test validates a real frame.
+    event: Literal["progress", "completed", "failed", "cancelled"]
+    id: str = Field(
+        pattern=r"^\d+-\d+$",
+        description="the stream id; send it back as `Last-Event-ID` to resume after it",
+    )
+    data: Json[JobView] = Field(description="the job's state after this event")
