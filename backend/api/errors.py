@@ -9,7 +9,13 @@ from typing import Any
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,9 +45,16 @@ async def _http(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+def _refusal(exc: ResponseError) -> bool:
+    """Redis is there but refuses work (memory, permissions, failover): a dependency outage."""
+    if isinstance(exc, OutOfMemoryError | NoPermissionError | ReadOnlyError):
+        return True
+    return str(exc).startswith(("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING"))
+
+
 async def _redis(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, ResponseError):  # Redis answered: our command was wrong, not an outage
-        return await _internal(request, exc)
+    if isinstance(exc, ResponseError) and not _refusal(exc):
+        return await _internal(request, exc)  # Redis answered: our command was wrong
     kind = "timeout" if isinstance(exc, RedisTimeoutError) else type(exc).__name__
     log.warning("redis_unavailable", error=kind)
     return error_response(Unavailable("the queue's Redis is unavailable; try again shortly"))
