@@ -29,6 +29,7 @@ class CacheSettings(BaseModel):
     l1_ttl_s: int = 24 * 3600
     l2_ttl_days: int = 30
     timeout_s: float = 0.5
+    write_timeout_s: float = 3.0
     # Firestore documents are limited to 1 MiB; keep a margin for the other fields.
     l2_max_bytes: int = 900_000
 

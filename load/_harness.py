@@ -92,6 +92,8 @@ def raise_on_sigterm() -> None:
     """Turn SIGTERM into KeyboardInterrupt, so ``finally`` blocks stop what the script started."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        # Once: a second SIGTERM must not interrupt the clean-up the first one started.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
@@ -264,26 +266,36 @@ class HttpPool:
 # ---- timing what a queue does -------------------------------------------------------------
 
 Parser = Callable[[bytes], tuple[str, str] | None]  # a message -> (kind, job id), or skip it
+FINAL = "final"  # the kind under which every ending (completed, failed, …) is also stamped
 
 
 class Watcher:
-    """Stamps each message of one pub/sub channel on arrival: ``stamps[kind][job_id]``."""
+    """Stamps each message of one pub/sub channel on arrival: ``stamps[kind][job_id]``.
 
-    def __init__(self, redis_url: str, channel: str, parse: Parser) -> None:
+    A message whose kind is in ``endings`` is stamped under ``FINAL`` too, so a phase can
+    wait for every job to end however it ends, and not sit out its timeout on a failure.
+    """
+
+    def __init__(
+        self, redis_url: str, channel: str, parse: Parser, endings: Collection[str]
+    ) -> None:
         self._client = aioredis.Redis.from_url(redis_url)
         self._pubsub = self._client.pubsub()
         self._channel = channel
         self._parse = parse
+        self._endings = frozenset(endings)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.stamps: dict[str, dict[str, float]] = collections.defaultdict(dict)
 
     async def start(self) -> None:
+        """Subscribe, and return once Redis has confirmed it; raises ``TimeoutError``."""
         await self._pubsub.subscribe(self._channel)
-        while (message := await self._pubsub.get_message(timeout=1.0)) is None or (
-            message["type"] != "subscribe"
-        ):
-            pass
+        async with asyncio.timeout(10):
+            while (message := await self._pubsub.get_message(timeout=1.0)) is None or (
+                message["type"] != "subscribe"
+            ):
+                pass
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -294,7 +306,10 @@ class Watcher:
             now = time.perf_counter()
             parsed = self._parse(message["data"])
             if parsed is not None:
-                self.stamps[parsed[0]].setdefault(parsed[1], now)
+                kind, job_id = parsed
+                self.stamps[kind].setdefault(job_id, now)
+                if kind in self._endings:
+                    self.stamps[FINAL].setdefault(job_id, now)
                 self._changed.set()
 
     async def wait(self, kind: str, want: int | Collection[str], timeout_s: float) -> bool:

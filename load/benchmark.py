@@ -20,6 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from _harness import (
+    FINAL,
     LOCALHOST,
     Children,
     HttpPool,
@@ -65,6 +66,7 @@ RAW_QUEUE = "bench:arq:queue"
 RAW_DONE = "bench:arq:done"  # the no-op job publishes its id here: "done" for the timer
 USERS = 50
 IMAGE = {"width": 64, "height": 64}
+ENDINGS = ("completed", "failed", "cancelled")  # spritequeue's final events
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ class Benchmark:
         await wait_answering(mock_port, "/_mock/stats")
         await wait_answering(api_port, "/health/live")
         http = HttpPool(api_port, self.sizes.concurrency)
-        watcher = Watcher(self.redis_url, keys.EVENTS_CHANNEL, parse_event)
+        watcher = Watcher(self.redis_url, keys.EVENTS_CHANNEL, parse_event, endings=ENDINGS)
         await watcher.start()
         results: dict[str, Any] = {}
         try:
@@ -223,7 +225,7 @@ class Benchmark:
 
         sizes, out = self.sizes, {}
         pool = await create_pool(RedisSettings.from_dsn(self.redis_url))
-        watcher = Watcher(self.redis_url, RAW_DONE, parse_raw)
+        watcher = Watcher(self.redis_url, RAW_DONE, parse_raw, endings=["completed"])
         await watcher.start()
         submit = self._raw_submitter(pool)
         try:
@@ -289,25 +291,26 @@ class Benchmark:
         The watcher must have been reset before the jobs were queued.
         """
         total = len(ids)
-        if not await watcher.wait("completed", 1, 60):
+        if not await watcher.wait(FINAL, 1, 60):
             self.children.check_alive()
             raise TimeoutError("the worker finished no job within 60 s")
         spy = self.profiler.start(profile, pid) if profile else None
-        cpu_before, done_before = cpu_seconds(pid), len(watcher.stamps["completed"])
-        complete = await watcher.wait("completed", total, self.sizes.timeout_s)
+        cpu_before, ended_before = cpu_seconds(pid), len(watcher.stamps[FINAL])
+        ended = await watcher.wait(FINAL, total, self.sizes.timeout_s)
         cpu_used = cpu_seconds(pid) - cpu_before
+        jobs = len(watcher.stamps[FINAL]) - ended_before
         self.profiler.stop(spy)
         done = watcher.stamps["completed"]
-        if not complete:
+        if not ended or len(done) < total:
             await self._unfinished("drain", ids, done)
         return {
             "drain_per_s": drain_rate(done),
-            "worker_cpu_ms_per_job": 1000 * cpu_used / max(len(done) - done_before, 1),
+            "worker_cpu_ms_per_job": 1000 * cpu_used / max(jobs, 1),
             "drained": len(done),
         }
 
     async def _unfinished(self, phase: str, ids: list[str], done: dict[str, float]) -> None:
-        """Record jobs that never completed, by the state their record is in (if any)."""
+        """Record jobs that did not complete (failed, or still running at the timeout)."""
         missing = [job_id for job_id in ids if job_id not in done]
         states: collections.Counter[str] = collections.Counter()
         for job_id in missing:
@@ -332,11 +335,10 @@ class Benchmark:
 
         count = max(int(rate * self.sizes.latency_s), 1)
         lag = await at_rate(count, rate, timed)
-        if not await watcher.wait("completed", sent, self.sizes.timeout_s):
-            await self._unfinished(
-                f"latency run at {rate:g}/s", list(sent), watcher.stamps["completed"]
-            )
+        await watcher.wait(FINAL, sent, self.sizes.timeout_s)
         done = watcher.stamps["completed"]
+        if any(job_id not in done for job_id in sent):
+            await self._unfinished(f"latency run at {rate:g}/s", list(sent), done)
         out: dict[str, Any] = latency_summary([done[j] - t for j, t in sent.items() if j in done])
         out["rate"] = rate
         out["generator_lag_ms"] = lag * 1000
@@ -426,12 +428,12 @@ class Benchmark:
 
         began = time.perf_counter()
         submit_s = await flood(sizes.slow_jobs, sizes.concurrency, timed)
-        complete = await watcher.wait("completed", sent, sizes.timeout_s)
+        await watcher.wait(FINAL, sent, sizes.timeout_s)
         cpu_used = cpu_seconds(worker.pid) - cpu_before
         memory = memory_kib(worker.pid)
         self.children.stop(worker)
         done, started = watcher.stamps["completed"], watcher.stamps["started"]
-        if not complete:
+        if len(done) < len(sent):
             await self._unfinished("slow", list(sent), done)
         finish = max(done.values(), default=began)
         return {

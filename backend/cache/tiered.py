@@ -21,10 +21,20 @@ class TieredCache:
     is not configured.
     """
 
-    def __init__(self, l1: CacheLayer, l2: CacheLayer | None, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        l1: CacheLayer,
+        l2: CacheLayer | None,
+        *,
+        timeout_s: float,
+        write_timeout_s: float | None = None,
+    ) -> None:
         self._l1 = l1
         self._l2 = l2
         self._timeout_s = timeout_s
+        # Writes happen off the request path, after a paid generation: losing one to a busy
+        # event loop costs a PixelLab call later, so they get longer than reads.
+        self._write_timeout_s = write_timeout_s or timeout_s
 
     @property
     def l2_enabled(self) -> bool:
@@ -70,7 +80,7 @@ class TieredCache:
 
     async def _put(self, layer: CacheLayer, image: CachedImage) -> None:
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._write_timeout_s):
                 await layer.put(image)
         except EntryTooLarge:
             logger.warning(

@@ -120,6 +120,8 @@ class Reconciler:
             if user:
                 pipe.zrem(keys.user_inflight(user), job_id)
             pipe.hdel(keys.INFLIGHT_USERS, job_id)
-            await pipe.execute()
+            removed, *_ = await pipe.execute()
+        if not removed:  # the job finished between the listing and now: nothing to repair
+            return False
         log.warning("slot_released", job_id=job_id, reason="job gone or finished")
         return True

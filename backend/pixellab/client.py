@@ -46,6 +46,9 @@ class _BearerAuth(httpx.Auth):
         return "_BearerAuth(token='**********')"
 
 
+KEEPALIVE_CONNECTIONS = 20
+
+
 def create_http_client(
     settings: PixelLabSettings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
@@ -60,7 +63,10 @@ def create_http_client(
         headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
         limits=httpx.Limits(
             max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
+            # Bounded apart from max_connections: httpcore's pool bookkeeping grows with the
+            # idle connections it keeps, and 500 of them cost half a worker's CPU
+            # (docs/benchmarks.md). Busy bursts still open up to max_connections.
+            max_keepalive_connections=min(settings.max_connections, KEEPALIVE_CONNECTIONS),
         ),
         timeout=httpx.Timeout(_DEFAULT_TIMEOUT_S, connect=settings.connect_timeout_s),
         transport=transport,

@@ -78,7 +78,10 @@ async def open_resources(settings: Settings) -> Resources:
             max_bytes=settings.cache.l2_max_bytes,
         )
     cache = TieredCache(
-        RedisL1(cache_redis, ttl_s=settings.cache.l1_ttl_s), l2, timeout_s=settings.cache.timeout_s
+        RedisL1(cache_redis, ttl_s=settings.cache.l1_ttl_s),
+        l2,
+        timeout_s=settings.cache.timeout_s,
+        write_timeout_s=settings.cache.write_timeout_s,
     )
     return Resources(
         settings=settings,

@@ -35,6 +35,7 @@ from backend.store.jobs import DeadLetter, JobStore
 log = structlog.get_logger(__name__)
 
 FLIGHT_POLL_S = 0.1
+STORE_RETRY_S = 1.0
 
 
 @dataclass
@@ -54,6 +55,12 @@ class JobRunner:
         self._running.add(task)
         try:
             await self._run(job_id)
+        except RedisError as exc:
+            # Our own store failed: not the job's fault, and not a reason to drop it (arq
+            # counts a plain exception as final). Ask arq to run it again; the next try finds
+            # it ``active`` and records this one as stalled.
+            log.warning("job_store_failed", job_id=job_id, error=type(exc).__name__)
+            raise Retry(defer=STORE_RETRY_S) from exc
         finally:
             self._running.discard(task)
 
@@ -115,9 +122,7 @@ class JobRunner:
             await self._on_cancelled(record)
             raise
         except RedisError:
-            # Our own store is away: not the job's fault. Leave it to the lease; when Redis is
-            # back the job is found stalled and runs again.
-            raise
+            raise  # our own store failed, not the job: see run()
         except Exception as exc:  # every other failure is classified; none escapes
             metrics.JOB_DURATION.observe(time.monotonic() - began)
             await self._on_failure(record, exc)
@@ -182,12 +187,7 @@ class JobRunner:
         return await self.cache.get(cache_key)
 
     async def _release_flight(self, flight_key: str, job_id: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(flight_key)
-            if (await pipe.get(flight_key) or b"").decode() == job_id:
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.delete(flight_key)
-                await pipe.execute()
+        await self.jobs.release_lock(flight_key, owner=job_id)
 
     async def _progress(self, record: JobRecord, stage: Stage, progress: int) -> None:
         update = record.model_copy(update={"stage": stage, "progress": progress})

@@ -186,6 +186,10 @@ class JobStore:
         )
         return CancelCode(int(code)), _text(status)
 
+    async def release_lock(self, key: str, *, owner: str) -> bool:
+        """Delete ``key`` if ``owner`` still holds it (``releaseLock-1.lua``)."""
+        return bool(await self._scripts.run("releaseLock", [key], [owner]))
+
     async def user_job_ids(self, user: str, limit: int = 50) -> list[str]:
         ids = await self._redis.zrevrange(keys.user_jobs(user), 0, limit - 1)
         return [_text(i) for i in ids]

@@ -450,7 +450,7 @@ async def test_api_killed_mid_burst_leaves_no_slot_without_its_job(
 
     assert len(accepted) < 3000, "the kill came too late to interrupt anything"
     slots = await assert_every_slot_has_its_job(redis, settings)
-    # Some were admitted whose answer never left the dying process; none was half-admitted.
+    # Any admitted whose answer died with the process are whole jobs; none is half-admitted.
     assert set(accepted) <= slots
     opened = await open_resources(settings)
     try:
