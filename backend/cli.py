@@ -27,6 +27,9 @@ def _run_api(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        # Above common client and load-balancer idle timeouts (httpx 5 s, ALB 60 s): with
+        # uvicorn's 5 s default a client may reuse a connection just as it is closed.
+        timeout_keep_alive=75,
     )
     return 0
 

@@ -18,7 +18,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from backend.errors import SpriteQueueError, Unavailable
@@ -61,6 +61,9 @@ async def _redis(request: Request, exc: Exception) -> Response:
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ClientDisconnect):  # the client went away mid-body: nothing to answer
+        log.info("client_disconnected")
+        return Response(status_code=499)
     log.exception("request_failed")
     body = {"error": {"code": "internal", "message": "internal error"}}
     return JSONResponse(body, status_code=500)

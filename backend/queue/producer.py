@@ -107,7 +107,7 @@ class Producer:
             raise QueueFull("the queue is full; try again later", retry_after_s=retry)
         if code is AdmitCode.USER_LIMIT:
             metrics.JOBS_SUBMITTED.labels("user_limit").inc()
-            retry = await self._res.estimates.retry_after_s(user_limit=True)
+            retry = await self._res.estimates.retry_after_s(user_limit=True, user=record.user)
             raise UserLimit(
                 f"you already have {limits.per_user} jobs queued or running",
                 retry_after_s=retry,
