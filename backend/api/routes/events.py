@@ -14,28 +14,18 @@ from starlette.types import Receive, Scope, Send
 
 from backend import metrics
 from backend.api.auth import principal
-from backend.errors import InvalidRequest, NotFound
-from backend.models import JobRecord
+from backend.api.ownership import owned_record
+from backend.errors import InvalidRequest
 from backend.progress.events import StreamId, parse_optional
 from backend.progress.feed import ProgressFeed
 from backend.progress.stream import JobStream
 from backend.queue.resources import Resources
-from backend.store.tokens import Principal
 
 log = structlog.get_logger(__name__)
 
 RETRY_MS = 2000  # EventSource's reconnect delay after a dropped connection
 SEND_TIMEOUT_S = 30.0  # a client that reads nothing for this long is dropped
 CLEANUP_TIMEOUT_S = 5.0
-
-
-async def _owned_record(request: Request, who: Principal) -> JobRecord:
-    # The rule of routes/jobs.py: another user's job is indistinguishable from a missing one.
-    resources: Resources = request.app.state.resources
-    record = await resources.jobs.get(request.path_params["job_id"])
-    if record is None or (record.user != who.user and not who.admin):
-        raise NotFound("job not found")
-    return record
 
 
 def _resume_point(request: Request) -> StreamId | None:
@@ -93,7 +83,7 @@ class _ProgressResponse(EventSourceResponse):
 
 async def job_events(request: Request) -> Response:
     who = await principal(request)
-    record = await _owned_record(request, who)
+    record = await owned_record(request, who)
     structlog.contextvars.bind_contextvars(job_id=record.job_id)
     after = _resume_point(request)
     if request.method == "HEAD":  # headers only, like sse-starlette's HEAD: nothing to hold

@@ -12,14 +12,14 @@ from starlette.routing import Route
 from backend import metrics
 from backend.api.auth import principal
 from backend.api.body import read_json, validate
+from backend.api.ownership import owned_record
 from backend.api.params import int_param
 from backend.config import Settings
 from backend.errors import AlreadyFinished, InvalidRequest, NotFound, NotReady, SpriteQueueError
-from backend.models import JobRecord, JobStatus, JobView, SpriteRequest, Stage
+from backend.models import JobStatus, JobView, SpriteRequest, Stage
 from backend.queue.producer import Producer
 from backend.queue.resources import Resources
 from backend.store.jobs import CancelCode
-from backend.store.tokens import Principal
 
 
 def _settings(request: Request) -> Settings:
@@ -32,14 +32,6 @@ def _view_response(
 ) -> Response:
     return Response(view.model_dump_json(), status_code=status, media_type="application/json",
                     headers=headers)  # fmt: skip
-
-
-async def _owned_record(request: Request, who: Principal) -> JobRecord:
-    resources: Resources = request.app.state.resources
-    record = await resources.jobs.get(request.path_params["job_id"])
-    if record is None or (record.user != who.user and not who.admin):
-        raise NotFound("job not found")
-    return record
 
 
 async def submit(request: Request) -> Response:
@@ -82,7 +74,7 @@ def poll_interval_s(view: JobView) -> float:
 
 async def status(request: Request) -> Response:
     who = await principal(request)
-    record = await _owned_record(request, who)
+    record = await owned_record(request, who)
     producer: Producer = request.app.state.producer
     view = await producer.view_of(record)
     body = view.model_dump_json()
@@ -96,7 +88,7 @@ async def status(request: Request) -> Response:
 
 async def result(request: Request) -> Response:
     who = await principal(request)
-    record = await _owned_record(request, who)
+    record = await owned_record(request, who)
     if record.status is not JobStatus.COMPLETED:
         raise NotReady(f"the job is {record.status.value}; no sprite yet")
     resources: Resources = request.app.state.resources
@@ -112,7 +104,7 @@ async def result(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     who = await principal(request)
-    record = await _owned_record(request, who)
+    record = await owned_record(request, who)
     resources: Resources = request.app.state.resources
     code, current = await resources.jobs.request_cancel(record.job_id)
     if code is CancelCode.NOT_FOUND:
