@@ -16,14 +16,8 @@ import time
 from pathlib import Path
 
 from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.processes import die_with_parent, stop_process, wait_http
+from backend.processes import spawn_cli, stop_process, wait_http
 from backend.store.tokens import TokenStore
-
-
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", *args], env=env, preexec_fn=die_with_parent
-    )
 
 
 async def _create_tokens(redis_url: str) -> tuple[str, str]:
@@ -47,13 +41,13 @@ def run_dev(*, port: int, data_dir: Path) -> int:
     try:
         if not env.get("SPRITEQ_PIXELLAB__API_KEY"):
             mock_port, mock_key = free_port(), "mock-" + secrets.token_hex(8)
-            children.append(_spawn(["mock-pixellab", "--port", str(mock_port),
+            children.append(spawn_cli(["mock-pixellab", "--port", str(mock_port),
                                     "--api-key", mock_key], env))  # fmt: skip
             env["SPRITEQ_PIXELLAB__BASE_URL"] = f"http://127.0.0.1:{mock_port}"
             env["SPRITEQ_PIXELLAB__API_KEY"] = mock_key
             wait_http(f"http://127.0.0.1:{mock_port}/_mock/stats")
-        children.append(_spawn(["api", "--port", str(port)], env))
-        children.append(_spawn(["worker", "--metrics-port", str(free_port())], env))
+        children.append(spawn_cli(["api", "--port", str(port)], env))
+        children.append(spawn_cli(["worker", "--metrics-port", str(free_port())], env))
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/health/live")
         user_token, admin_token = asyncio.run(_create_tokens(env["SPRITEQ_REDIS_URL"]))

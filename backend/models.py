@@ -261,6 +261,18 @@ class JobRecord(BaseModel):
             data["history"] = []
         return cls.model_validate(data)
 
+    def finished_as(self, status: JobStatus, *, at: float, **fields: Any) -> JobRecord:
+        """This job in a final ``status`` at ``at``; ``fields`` are the rest of the update."""
+        progress = 100 if status is JobStatus.COMPLETED else self.progress
+        update = {"status": status, "stage": Stage(status.value), "progress": progress,
+                  "finished_at": at}  # fmt: skip
+        return self.model_copy(update={**update, **fields})
+
+    def requeued(self, **fields: Any) -> JobRecord:
+        """This job back in the queue (a retry or a shutdown): stage and progress reset."""
+        update = {"status": JobStatus.QUEUED, "stage": Stage.QUEUED, "progress": 0}
+        return self.model_copy(update={**update, **fields})
+
     def dead_letter_entry(self, failed_at: float) -> dict[str, Any]:
         """What the DLQ keeps: enough to show the failure and to run the job again."""
         entry = self.model_dump(

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 
@@ -19,6 +20,13 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child before ex
     """``preexec_fn``: on Linux the child gets SIGTERM when its parent dies, so none leaks."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn_cli(args: list[str], env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
+    """``spritequeue ARGS`` as a child process that dies with this one."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", *args], env=env, preexec_fn=die_with_parent, **popen
+    )
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:

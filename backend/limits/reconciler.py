@@ -27,7 +27,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from backend import metrics
 from backend.config import JobSettings
 from backend.errors import ErrorType
-from backend.models import ErrorInfo, JobStatus, Stage
+from backend.models import ErrorInfo, JobStatus
 from backend.store import keys
 from backend.store.jobs import DeadLetter, JobStore
 
@@ -90,10 +90,7 @@ class Reconciler:
         error = ErrorInfo(
             type=ErrorType.INTERNAL, message="the job was lost from the queue", retryable=False
         )
-        failed = record.model_copy(
-            update={"status": JobStatus.FAILED, "stage": Stage.FAILED, "finished_at": now,
-                    "error": error}
-        )  # fmt: skip
+        failed = record.finished_as(JobStatus.FAILED, at=now, error=error)
         dead = DeadLetter(failed.dead_letter_entry(now), self._settings.dlq_retention_s)
         finished = await self._jobs.finish(
             failed, keep_s=self._settings.keep_finished_s, dead_letter=dead

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from backend.aio import cancel_and_wait
 from backend.progress.events import JobEvent, parse_message
 from backend.retry.backoff import backoff_s
 from backend.store import keys
@@ -143,10 +144,7 @@ class EventHub:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._subscribed.clear()
         self._broadcast(Signal.CLOSED)
 

@@ -11,7 +11,6 @@ carries a TTL, so a user who stops streaming leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import secrets
 import time
@@ -21,6 +20,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from backend.aio import cancel_and_wait
 from backend.errors import TooManyStreams
 from backend.store import keys
 
@@ -112,10 +112,7 @@ class StreamSlots:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _renew_forever(self) -> None:
         # A slice at a time: renewing every lease at once blocked the loop for ~50 ms at 1,000

@@ -116,25 +116,24 @@ class Producer:
             raise NotFound("no such dead-letter entry")
         deduplicated = code is AdmitCode.DEDUPLICATED
         metrics.JOBS_SUBMITTED.labels("deduplicated" if deduplicated else "accepted").inc()
-        view = await self.view(admission.job_id, deduplicated=deduplicated)
-        if view is None:  # finished and expired between the admit and this read
-            raise NotFound("job not found")
-        if not deduplicated:
-            log.info("job_enqueued", job_id=record.job_id, position=view.position, cache="miss")
-        return Submission(view, created=not deduplicated)
+        if deduplicated:
+            existing = await self.view(admission.job_id, deduplicated=True)
+            if existing is None:  # finished and expired between the admit and this read
+                raise NotFound("job not found")
+            return Submission(existing, created=False)
+        # The admit script wrote exactly ``record``: no need to read it back.
+        view = await self.view_of(record)
+        log.info("job_enqueued", job_id=record.job_id, position=view.position, cache="miss")
+        return Submission(view, created=True)
 
     async def _record_cache_hit(self, record: JobRecord, image: CachedImage) -> JobView:
         now = time.time()
-        done = record.model_copy(
-            update={
-                "status": JobStatus.COMPLETED,
-                "stage": Stage.COMPLETED,
-                "progress": 100,
-                "cached": True,
-                "started_at": now,
-                "finished_at": now,
-                "result": result_info(record.job_id, image),
-            }
+        done = record.finished_as(
+            JobStatus.COMPLETED,
+            at=now,
+            cached=True,
+            started_at=now,
+            result=result_info(record.job_id, image),
         )
         await self._res.jobs.record_finished(done, keep_s=self._settings.jobs.keep_finished_s)
         metrics.JOBS_SUBMITTED.labels("cache_hit").inc()

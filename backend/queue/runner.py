@@ -197,16 +197,12 @@ class JobRunner:
         self, record: JobRecord, image: CachedImage, *, shared: bool, duration_s: float
     ) -> None:
         now = time.time()
-        done = record.model_copy(
-            update={
-                "status": JobStatus.COMPLETED,
-                "stage": Stage.COMPLETED,
-                "progress": 100,
-                "cached": shared,
-                "finished_at": now,
-                "result": result_info(record.job_id, image),
-                "history": _close_attempt(record.history, now, "completed"),
-            }
+        done = record.finished_as(
+            JobStatus.COMPLETED,
+            at=now,
+            cached=shared,
+            result=result_info(record.job_id, image),
+            history=_close_attempt(record.history, now, "completed"),
         )
         if await self.jobs.finish(
             done, keep_s=self.settings.keep_finished_s, duration_s=duration_s
@@ -237,10 +233,7 @@ class JobRunner:
         if retry:
             retry_after = exc.retry_after_s if isinstance(exc, UpstreamError) else None
             delay = retry_delay_s(record.attempts, error_type, retry_after, self.settings)
-            queued = record.model_copy(
-                update={"status": JobStatus.QUEUED, "stage": Stage.QUEUED, "progress": 0,
-                        "history": history, "error": error}
-            )  # fmt: skip
+            queued = record.requeued(history=history, error=error)
             await self.jobs.transition(
                 queued, "status", "stage", "progress", "history", "error",
                 allowed_from=(JobStatus.ACTIVE,), active="rem",
@@ -248,10 +241,7 @@ class JobRunner:
             metrics.JOB_RETRIES.labels(error_type.value).inc()
             log.info("job_retry_scheduled", error_type=error_type.value, delay_s=round(delay, 2))
             raise Retry(defer=delay)
-        failed = record.model_copy(
-            update={"status": JobStatus.FAILED, "stage": Stage.FAILED, "finished_at": now,
-                    "error": error, "history": history}
-        )  # fmt: skip
+        failed = record.finished_as(JobStatus.FAILED, at=now, error=error, history=history)
         entry = failed.dead_letter_entry(now)
         dead = DeadLetter(entry, self.settings.dlq_retention_s)
         if await self.jobs.finish(failed, keep_s=self.settings.keep_finished_s, dead_letter=dead):
@@ -264,10 +254,7 @@ class JobRunner:
         if current is None or current.status is not JobStatus.ACTIVE:
             log.info("job_abandoned", reason="cancelled")
             return
-        requeued = record.model_copy(
-            update={"status": JobStatus.QUEUED, "stage": Stage.QUEUED, "progress": 0,
-                    "history": _close_attempt(record.history, time.time(), "requeued")}
-        )  # fmt: skip
+        requeued = record.requeued(history=_close_attempt(record.history, time.time(), "requeued"))
         await self.jobs.transition(
             requeued, "status", "stage", "progress", "history",
             allowed_from=(JobStatus.ACTIVE,), active="rem",

@@ -27,6 +27,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
+from backend.aio import cancel_and_wait
 from backend.config import Settings
 from backend.limits.reconciler import Reconciler
 from backend.pixellab import PixelLabClient, create_http_client
@@ -74,11 +75,7 @@ class WorkerLoops:
             self._tasks.append(asyncio.create_task(_every(every, step)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         redis = self.resources.redis
         with contextlib.suppress(Exception):
             await redis.zrem(keys.WORKERS, self.worker_id)

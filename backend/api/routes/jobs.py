@@ -16,7 +16,7 @@ from backend.api.ownership import owned_record
 from backend.api.params import int_param
 from backend.config import Settings
 from backend.errors import AlreadyFinished, InvalidRequest, NotFound, NotReady, SpriteQueueError
-from backend.models import JobStatus, JobView, SpriteRequest, Stage
+from backend.models import JobStatus, JobView, SpriteRequest
 from backend.queue.producer import Producer
 from backend.queue.resources import Resources
 from backend.store.jobs import CancelCode
@@ -111,10 +111,7 @@ async def cancel(request: Request) -> Response:
         raise NotFound("job not found")
     if code is CancelCode.ALREADY_FINISHED:
         raise AlreadyFinished(f"the job is already {current}")
-    done = record.model_copy(
-        update={"status": JobStatus.CANCELLED, "stage": Stage.CANCELLED,
-                "finished_at": time.time()}
-    )  # fmt: skip
+    done = record.finished_as(JobStatus.CANCELLED, at=time.time())
     if await resources.jobs.finish(done, keep_s=resources.settings.jobs.keep_finished_s):
         metrics.JOBS_FINISHED.labels("cancelled").inc()
         return _view_response(done.view(), 202)
