@@ -57,6 +57,9 @@ class JobSettings(BaseModel):
     keep_finished_s: int = 24 * 3600
     dlq_retention_s: int = 7 * 24 * 3600
     single_flight_wait_s: float = 60.0
+    # How often waiting jobs' positions and waits are refreshed and pushed to their streams
+    # (once per interval across all processes; see backend.limits.positions).
+    position_interval_s: float = Field(1.0, gt=0)
 
 
 class WorkerSettings(BaseModel):

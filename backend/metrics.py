@@ -49,3 +49,7 @@ PIXELLAB_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 SSE_CONNECTIONS = Gauge("spritequeue_sse_connections", "Open SSE streams in this process.")
+POSITION_EVENTS = Counter(
+    "spritequeue_position_events_total",
+    "Progress events announcing a waiting job's new position or wait (this process's share).",
+)

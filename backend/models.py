@@ -163,15 +163,17 @@ class ResultInfo(BaseModel):
 
 
 class JobView(BaseModel):
-    """The job status body of ``GET /v1/jobs/{id}`` and the data of every SSE event."""
+    """The job status body of ``GET /v1/jobs/{id}`` and the data of every SSE event.
+
+    ``position`` and ``estimated_wait_s`` must stay the last two fields: the Lua scripts that
+    place a waiting job (``lua/include/place.lua``) rewrite exactly that tail of the JSON.
+    """
 
     job_id: str
     status: JobStatus
     progress: int
     stage: Stage
     description: str | None = None  # the (normalized) prompt, so clients can label the job
-    position: int | None = None
-    estimated_wait_s: float | None = None
     attempts: int = 0
     cached: bool = False
     deduplicated: bool = False
@@ -180,6 +182,12 @@ class JobView(BaseModel):
     finished_at: float | None = None
     error: ErrorInfo | None = None
     result: ResultInfo | None = None
+    position: int | None = Field(
+        None, description="While queued: 1 = next to start. Refreshed about once a second."
+    )
+    estimated_wait_s: float | None = Field(
+        None, description="While queued: seconds until it is likely to start."
+    )
 
 
 class QueueState(StrEnum):
@@ -228,6 +236,10 @@ class JobRecord(BaseModel):
     error: ErrorInfo | None = None
     result: ResultInfo | None = None
     request_id: str | None = None
+    # Where a queued job waits, written by the scripts that place it (admitJob, and
+    # announcePositions while it waits); cleared by every later change of state.
+    position: int | None = None
+    estimated_wait_s: float | None = None
 
     def to_fields(self, *names: str) -> dict[str, str]:
         """The named fields (all when none named) as Redis hash strings."""
@@ -270,7 +282,8 @@ class JobRecord(BaseModel):
 
     def requeued(self, **fields: Any) -> JobRecord:
         """This job back in the queue (a retry or a shutdown): stage and progress reset."""
-        update = {"status": JobStatus.QUEUED, "stage": Stage.QUEUED, "progress": 0}
+        update = {"status": JobStatus.QUEUED, "stage": Stage.QUEUED, "progress": 0,
+                  "position": None, "estimated_wait_s": None}  # fmt: skip
         return self.model_copy(update={**update, **fields})
 
     def dead_letter_entry(self, failed_at: float) -> dict[str, Any]:
@@ -284,6 +297,7 @@ class JobRecord(BaseModel):
         return entry
 
     def view(self, **extra: Any) -> JobView:
+        queued = self.status is JobStatus.QUEUED
         return JobView(
             job_id=self.job_id,
             description=self.request.get("description"),
@@ -297,5 +311,7 @@ class JobRecord(BaseModel):
             finished_at=self.finished_at,
             error=self.error,
             result=self.result,
+            position=self.position if queued else None,
+            estimated_wait_s=self.estimated_wait_s if queued else None,
             **extra,
         )

@@ -99,6 +99,8 @@ async def watch(
                 if line.startswith(b"event:"):
                     last_event = line[7:]
                 elif line.startswith(b"data:"):
+                    if count >= 0 and b'"status":"queued"' in line:
+                        continue  # a waiting job's new place (limits.positions), not a step
                     count += 1
                     if count:
                         phase.received[(index, count)] = now

@@ -5,7 +5,7 @@
 
 An embedded Valkey and one ``spritequeue api`` child process (uvicorn, as deployed); no
 worker, so every admitted job stays queued and each submission does the full admission
-(token, L1 look-up, the admit script, the position/ETA read). Caps are raised so every
+(token, L1 look-up, the admit script, which also places the job). Caps are raised so every
 submission is admitted; requests are spread over many users and are all distinct (no dedup).
 
 Each operation is run by the same client loop: ``--concurrency`` coroutines in this

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -47,8 +48,10 @@ def make_settings(
 ) -> Callable[..., Settings]:
     httpx.post(mock_pixellab.url + "/_mock/reset")
 
-    def make(**overrides: object) -> Settings:
+    def make(**overrides: Any) -> Settings:
         redis_url = str(overrides.pop("redis_url", redis_server.url))
+        # Places refreshed five times a second, so tests see a move without waiting long.
+        overrides["jobs"] = {"position_interval_s": 0.2, **overrides.get("jobs", {})}
         return test_settings(redis_url, mock_pixellab.url, **overrides)
 
     return make

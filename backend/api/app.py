@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +10,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from backend.aio import cancel_and_wait, run_every
 from backend.api.context import RequestContext
 from backend.api.errors import EXCEPTION_HANDLERS
 from backend.api.routes import admin, docs, events, jobs, pages, system
@@ -42,11 +44,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         await progress.start()
         app.state.progress = progress
+        positions = resources.position_announcer()
+        positions_task = asyncio.create_task(run_every(positions.interval_s, positions.run_once))
         app.state.metrics_registry, scrape_redis = queue_registry(settings)
         log.info("api_started", l2_enabled=resources.cache.l2_enabled)
         try:
             yield
         finally:
+            await cancel_and_wait(positions_task)
             await progress.stop()
             await resources.close()
             scrape_redis.close()

@@ -1,4 +1,4 @@
-"""Queue figures read from Redis: waiting/active counts, state, position, ETA, Retry-After.
+"""Queue figures read from Redis: waiting/active counts, state, ETA, Retry-After.
 
 Inputs, all read from Redis on every call, so every API process sees the same figures:
     D  median of the last 100 completed run times (``sq:durations``, kept by ``finishJob``),
@@ -21,6 +21,10 @@ Formulas (pure functions below, unit-tested):
                                          waiting one after its ETA + D; D if no user given
 Every Retry-After is clamped to [1, ``MAX_RETRY_AFTER_S``]: past ten minutes an estimate is
 too rough to be worth more than a periodic re-check.
+
+A waiting job's own position and ETA are not computed here: the scripts that place it
+(``admitJob``, then ``announcePositions`` every interval, see ``limits.positions``) store
+them in its record, with the same ETA formula in ``lua/include/place.lua``.
 """
 
 from __future__ import annotations
@@ -89,11 +93,21 @@ class Snapshot(NamedTuple):
     median_duration_s: float
 
 
+class Rates(NamedTuple):
+    """The slow-moving inputs of an ETA: worker slots and the median run time."""
+
+    slots: int
+    median_duration_s: float
+
+
+RATES_TTL_S = 1.0  # how long one process reuses them on the submit path
+
+
 class QueueEstimates:
-    def __init__(self, redis: aioredis.Redis, limits: LimitSettings, *, queue_name: str) -> None:
+    def __init__(self, redis: aioredis.Redis, limits: LimitSettings) -> None:
         self._redis = redis
         self._limits = limits
-        self._queue_name = queue_name
+        self._rates: tuple[float, Rates] | None = None  # (monotonic time of the read, rates)
 
     async def snapshot(self) -> Snapshot:
         """The inputs of every estimate, in one round trip (two when workers are alive)."""
@@ -111,7 +125,17 @@ class QueueEstimates:
                     pipe.hget(keys.worker(worker_id.decode()), "concurrency")
                 slots = sum(int(c or 0) for c in await pipe.execute())
         median = statistics.median(float(d) for d in durations) if durations else DEFAULT_DURATION_S
-        return Snapshot(int(inflight), int(active), slots, median)
+        snap = Snapshot(int(inflight), int(active), slots, median)
+        self._rates = (time.monotonic(), Rates(slots, median))
+        return snap
+
+    async def rates(self) -> Rates:
+        """Slots and median run time, at most ``RATES_TTL_S`` old: a new job's ETA needs no
+        fresher figures, and the submit path saves the round trips."""
+        if self._rates is not None and time.monotonic() - self._rates[0] < RATES_TTL_S:
+            return self._rates[1]
+        snap = await self.snapshot()
+        return Rates(snap.slots, snap.median_duration_s)
 
     async def queue_view(self) -> QueueView:
         snap = await self.snapshot()
@@ -123,20 +147,6 @@ class QueueEstimates:
             state=queue_state(snap.inflight, self._limits),
             estimated_wait_s=eta_s(waiting + 1, snap.active, snap.slots, snap.median_duration_s),
         )
-
-    async def position(self, job_id: str) -> tuple[int | None, float | None]:
-        """1-based place among waiting jobs and its estimated wait; (None, None) if not queued."""
-        rank = await self._redis.zrank(self._queue_name, job_id)
-        if rank is None:
-            return None, None
-        snap = await self.snapshot()
-        return self._place(int(rank), snap)
-
-    @staticmethod
-    def _place(rank: int, snap: Snapshot) -> tuple[int, float]:
-        # Running jobs stay in arq's queue until they end, and they are the oldest entries.
-        position = max(rank - snap.active, 0) + 1
-        return position, eta_s(position, snap.active, snap.slots, snap.median_duration_s)
 
     async def retry_after_s(self, *, user_limit: bool, user: str | None = None) -> int:
         """When a rejected client may usefully try again (formulas in the module docstring)."""
@@ -156,13 +166,13 @@ class QueueEstimates:
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.zscore(keys.ACTIVE, job_id)
-                pipe.zrank(self._queue_name, job_id)
+                pipe.hget(keys.job(job_id), "estimated_wait_s")
             replies = await pipe.execute()
         now_ms = time.time() * 1000
         soonest = math.inf
-        for started_ms, rank in zip(replies[::2], replies[1::2], strict=True):
+        for started_ms, stored_eta in zip(replies[::2], replies[1::2], strict=True):
             running_for = None if started_ms is None else max(now_ms - started_ms, 0) / 1000
-            eta = None if rank is None else self._place(int(rank), snap)[1]
+            eta = float(stored_eta) if stored_eta and started_ms is None else None
             ends = user_job_ends_in_s(
                 running_for_s=running_for, eta_s=eta, median_duration_s=snap.median_duration_s
             )

@@ -91,6 +91,7 @@ class Producer:
             TASK_NAME, (record.job_id,), {}, None, int(record.created_at * 1000),
             serializer=serialize,
         )  # fmt: skip
+        rates = await self._res.estimates.rates()
         admission = await self._res.jobs.admit(
             record,
             arq_payload=payload,
@@ -98,6 +99,8 @@ class Producer:
             dedup_window_ms=0 if from_dlq else int(limits.dedup_window_s * 1000),
             per_user=0 if from_dlq else limits.per_user,
             capacity=limits.queue_capacity,
+            slots=rates.slots,
+            median_duration_s=rates.median_duration_s,
             from_dlq=from_dlq,
         )
         code = admission.code
@@ -121,10 +124,12 @@ class Producer:
             if existing is None:  # finished and expired between the admit and this read
                 raise NotFound("job not found")
             return Submission(existing, created=False)
-        # The admit script wrote exactly ``record``: no need to read it back.
-        view = await self.view_of(record)
-        log.info("job_enqueued", job_id=record.job_id, position=view.position, cache="miss")
-        return Submission(view, created=True)
+        # The admit script wrote exactly ``record`` and its place: no need to read it back.
+        placed = record.model_copy(
+            update={"position": admission.position, "estimated_wait_s": admission.estimated_wait_s}
+        )
+        log.info("job_enqueued", job_id=record.job_id, position=admission.position, cache="miss")
+        return Submission(placed.view(), created=True)
 
     async def _record_cache_hit(self, record: JobRecord, image: CachedImage) -> JobView:
         now = time.time()
@@ -141,14 +146,8 @@ class Producer:
         return done.view()
 
     async def view(self, job_id: str, *, deduplicated: bool = False) -> JobView | None:
+        """The job as clients see it (a queued job's record holds its place)."""
         record = await self._res.jobs.get(job_id)
         if record is None:
             return None
-        return await self.view_of(record, deduplicated=deduplicated)
-
-    async def view_of(self, record: JobRecord, *, deduplicated: bool = False) -> JobView:
-        """The record as clients see it, with queue position and wait while it is queued."""
-        position, wait = (None, None)
-        if record.status is JobStatus.QUEUED:
-            position, wait = await self._res.estimates.position(record.job_id)
-        return record.view(position=position, estimated_wait_s=wait, deduplicated=deduplicated)
+        return record.view(deduplicated=deduplicated)

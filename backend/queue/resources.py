@@ -15,6 +15,7 @@ import structlog
 from backend.cache import FirestoreL2, RedisL1, TieredCache, create_firestore_client
 from backend.config import Settings
 from backend.limits.estimates import QueueEstimates
+from backend.limits.positions import PositionAnnouncer
 from backend.store.jobs import JobStore
 from backend.store.scripts import Scripts
 
@@ -44,6 +45,16 @@ class Resources:
     cache: TieredCache
     estimates: QueueEstimates
     _closers: list[object] = field(default_factory=list)
+
+    def position_announcer(self) -> PositionAnnouncer:
+        """Every API process and worker runs one; they take turns through Redis."""
+        return PositionAnnouncer(
+            self.redis,
+            self.jobs,
+            self.estimates,
+            capacity=self.settings.limits.queue_capacity,
+            interval_s=self.settings.jobs.position_interval_s,
+        )
 
     async def close(self) -> None:
         for client in self._closers:
@@ -90,6 +101,6 @@ async def open_resources(settings: Settings) -> Resources:
         scripts=scripts,
         jobs=JobStore(redis, scripts, queue_name=settings.queue_name),
         cache=cache,
-        estimates=QueueEstimates(redis, settings.limits, queue_name=settings.queue_name),
+        estimates=QueueEstimates(redis, settings.limits),
         _closers=closers,
     )

@@ -1,12 +1,13 @@
 """The arq worker: resources opened in ``on_startup``, closed in ``on_shutdown``.
 
-Besides arq's own loop, each worker keeps three small background loops:
+Besides arq's own loop, each worker keeps four small background loops:
 - **lease**: arq holds a job's in-progress key for the whole job timeout (+10 s), so a
   killed worker's job would wait up to 10 minutes. We shorten the key to ``lease_s`` and
   renew it for running jobs; a dead worker stops renewing and another takes the job over
   within ``lease_s`` + one poll (BullMQ's stalled-job check, in arq's terms).
 - **heartbeat**: the worker's concurrency and running count, for readiness and ETAs.
 - **reconciler**: frees slots whose job no longer exists (see ``limits.reconciler``).
+- **positions**: waiting jobs' places, pushed to their streams (see ``limits.positions``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -27,7 +27,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
-from backend.aio import cancel_and_wait
+from backend.aio import cancel_and_wait, run_every
 from backend.config import Settings
 from backend.limits.reconciler import Reconciler
 from backend.pixellab import PixelLabClient, create_http_client
@@ -49,7 +49,7 @@ REDIS_RETRY_S = 1.0
 
 
 class WorkerLoops:
-    """The lease, heartbeat and reconciler loops of one worker process."""
+    """The lease, heartbeat, reconciler and position loops of one worker process."""
 
     def __init__(
         self, resources: Resources, *, max_jobs: int, held_flights: dict[str, str]
@@ -63,16 +63,15 @@ class WorkerLoops:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        jobs = self.settings.jobs
+        res, jobs = self.resources, self.settings.jobs
+        positions = res.position_announcer()
         for every, step in (
             (jobs.lease_s / 3, self.renew_leases),
             (self.settings.worker.heartbeat_s, self.heartbeat),
-            (
-                RECONCILE_EVERY_S,
-                Reconciler(self.resources.redis, self.resources.jobs, jobs).run_once,
-            ),
+            (RECONCILE_EVERY_S, Reconciler(res.redis, res.jobs, jobs).run_once),
+            (positions.interval_s, positions.run_once),
         ):
-            self._tasks.append(asyncio.create_task(_every(every, step)))
+            self._tasks.append(asyncio.create_task(run_every(every, step), name=step.__name__))
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
@@ -105,17 +104,6 @@ class WorkerLoops:
             )  # fmt: skip
             pipe.expire(keys.worker(self.worker_id), ttl)
             await pipe.execute()
-
-
-async def _every(interval_s: float, step: Callable[[], Awaitable[Any]]) -> None:
-    while True:
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("worker_loop_failed", step=step.__name__, error=str(exc))
-        await asyncio.sleep(interval_s)
 
 
 class SpriteWorker(Worker):

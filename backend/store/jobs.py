@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
@@ -20,6 +20,7 @@ from backend.store import keys
 from backend.store.scripts import Scripts
 
 EVENTS_MAXLEN = 100
+ANNOUNCE_SLICE = 500  # queue entries per announcePositions call (~1 ms of Redis time)
 
 
 class AdmitCode(IntEnum):
@@ -42,6 +43,14 @@ class Admission:
     code: AdmitCode
     job_id: str
     inflight: int
+    position: int | None = None  # the new job's place, when admitted
+    estimated_wait_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Announcement:
+    waiting: int  # jobs queued, walked in order
+    announced: int  # of them, how many got a new place event
 
 
 @dataclass(frozen=True)
@@ -73,26 +82,67 @@ class JobStore:
         dedup_window_ms: int,
         per_user: int,
         capacity: int,
+        slots: int,
+        median_duration_s: float,
         from_dlq: bool = False,
     ) -> Admission:
-        """Dedup, caps and enqueue in one atomic step (``admitJob-11.lua``)."""
+        """Dedup, caps, enqueue and the new job's place in one atomic step (``admitJob``).
+
+        ``slots`` and ``median_duration_s`` are the inputs of its estimated wait.
+        """
         job_id, user = record.job_id, record.user
-        code, found_id, inflight = await self._scripts.run(
+        code, found_id, inflight, *place = await self._scripts.run(
             "admitJob",
             [
                 keys.dedup(user, record.cache_key), keys.INFLIGHT, keys.user_inflight(user),
                 keys.job(job_id), job_key_prefix + job_id, self.queue_name,
                 keys.user_jobs(user), keys.events(job_id), keys.DLQ, keys.dlq_entry(job_id),
-                keys.INFLIGHT_USERS,
+                keys.INFLIGHT_USERS, keys.ACTIVE,
             ],
             [
                 job_id, int(record.created_at * 1000), dedup_window_ms, per_user, capacity,
                 arq_payload, arq_expires_ms, _json(record.to_fields()),
                 record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, user,
-                "1" if from_dlq else "0",
+                "1" if from_dlq else "0", slots, median_duration_s,
             ],
         )  # fmt: skip
-        return Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
+        admission = Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
+        if place:
+            position, wait = place
+            return replace(admission, position=int(position), estimated_wait_s=float(wait))
+        return admission
+
+    async def announce_positions(
+        self,
+        *,
+        slots: int,
+        median_duration_s: float,
+        limit: int,
+        min_change_s: float,
+        min_change_ratio: float,
+        slice_size: int = ANNOUNCE_SLICE,
+    ) -> Announcement:
+        """Refresh the places of the first ``limit`` queue entries; push the changed ones.
+
+        ``announcePositions`` walks the queue a slice per call, so Redis serves other clients
+        between slices; a slice boundary is where a concurrent change can make two places
+        briefly disagree, until the next walk.
+        """
+        waiting = announced = 0
+        for first in range(0, limit, slice_size):
+            waiting, sent, walked = await self._scripts.run(
+                "announcePositions",
+                [self.queue_name, keys.ACTIVE],
+                [
+                    slots, median_duration_s, first, min(slice_size, limit - first), waiting,
+                    min_change_s, min_change_ratio, EVENTS_MAXLEN, keys.EVENTS_CHANNEL,
+                    keys.job(""), keys.events(""),
+                ],
+            )  # fmt: skip
+            announced += int(sent)
+            if int(walked) < slice_size:
+                break
+        return Announcement(int(waiting), announced)
 
     async def recent_duplicate(self, user: str, cache_key: str) -> str | None:
         """The job this user submitted with this key within the dedup window, if any."""

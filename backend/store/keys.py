@@ -16,6 +16,7 @@ WORKERS = PREFIX + "workers"  # zset worker_id -> last heartbeat (ms)
 EVENTS_CHANNEL = PREFIX + "events"  # pub/sub: one message per job event, for the SSE fan-out
 QUEUE_STATE = PREFIX + "queue-state"  # last reported ok|warning|critical
 STATS = PREFIX + "stats"  # hash of counters exact across processes (cache hits, misses, …)
+POSITIONS_TICK = PREFIX + "positions-tick"  # held for one interval by the process announcing
 
 
 def job(job_id: str) -> str:

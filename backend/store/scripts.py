@@ -1,24 +1,46 @@
 """Loads every ``lua/*.lua`` file once at start-up and runs them by name.
 
 File names follow BullMQ's ``verbNoun-<numkeys>.lua``; the number of keys is checked on
-every call so a wrapper can't silently pass the wrong arguments.
+every call so a wrapper can't silently pass the wrong arguments. As in BullMQ, a line
+``--@include name`` is replaced by ``lua/include/name.lua``, so helpers live in one place.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+_INCLUDE = re.compile(r"^--@include ([\w-]+)$", re.MULTILINE)
+
+
+def _lua_files(folder: Traversable) -> dict[str, str]:
+    return {
+        entry.name.removesuffix(".lua"): entry.read_text(encoding="utf-8")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".lua")
+    }
+
+
+def _folder() -> Traversable:
+    return resources.files("backend.store").joinpath("lua")
+
+
+def with_includes(text: str) -> str:
+    """``text`` with each ``--@include name`` line replaced by ``lua/include/name.lua``."""
+    includes = _lua_files(_folder().joinpath("include"))
+    return _INCLUDE.sub(lambda match: includes[match.group(1)], text)
+
 
 def _read_scripts() -> dict[str, tuple[int, str]]:
     scripts: dict[str, tuple[int, str]] = {}
-    for entry in resources.files("backend.store").joinpath("lua").iterdir():
-        if entry.name.endswith(".lua"):
-            name, _, numkeys = entry.name.removesuffix(".lua").rpartition("-")
-            scripts[name] = (int(numkeys), entry.read_text(encoding="utf-8"))
+    for stem, text in _lua_files(_folder()).items():
+        name, _, numkeys = stem.rpartition("-")
+        scripts[name] = (int(numkeys), with_includes(text))
     return scripts
 
 

@@ -138,7 +138,7 @@ async def test_artist_sees_field_errors_the_user_cap_and_can_cancel(
     await expect(page.locator('[data-field="image_size"] .field-error')).to_be_empty()
     queued = page.locator("#jobs .job").first
     await expect(queued).to_have_attribute("data-status", "queued")
-    # The stream's queued events carry no position; the page keeps and refreshes it.
+    # The stream carries the place: its first event already has the position and the ETA.
     await expect(queued).to_have_attribute("data-transport", "live")
     await expect(queued.locator(".queue-info")).to_have_text(re.compile(r"^#1 in queue · about "))
 

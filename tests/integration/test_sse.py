@@ -210,6 +210,48 @@ async def test_full_sequence_in_order_ends_with_completed(
     assert events[-1].view == polled
 
 
+async def test_a_waiting_jobs_stream_shows_it_moving_up_the_queue(
+    make_sse_stack: Callable[..., SSEStack],
+    make_settings: Callable[..., Settings],
+    tokens: dict[str, str],
+) -> None:
+    stack = make_sse_stack(make_settings(worker={"max_jobs": 1}))
+    async with http_client(stack) as http:
+        for name in ("a paladin", "a cleric"):
+            await submit(http, tokens["bob"], f"{name} {SLOW}")
+        job_id = await submit(http, tokens["alice"], f"a monk {SLOW}")
+        async with sse(http, f"/v1/jobs/{job_id}/events", auth(tokens["alice"])) as stream:
+            events = await stream.events()
+
+    waiting = [e.view for e in events if e.view["status"] == "queued"]
+    places = [view["position"] for view in waiting]
+    # Two jobs ahead on one slot: the monk moves up as each of them starts, without a poll.
+    assert places == sorted(places, reverse=True) and places[0] >= 2 and places[-1] == 1, places
+    assert all(view["estimated_wait_s"] is not None for view in waiting)
+    assert all(e.view["position"] is None for e in events if e.view["status"] != "queued")
+    assert events[-1].event == "completed"
+
+
+async def test_polling_and_sse_agree_on_a_waiting_jobs_place(
+    make_sse_stack: Callable[..., SSEStack], settings: Settings, tokens: dict[str, str]
+) -> None:
+    stack = make_sse_stack(settings, worker=False)
+    headers = auth(tokens["alice"])
+    async with http_client(stack) as http:
+        first, _, third = [await submit(http, tokens["alice"], f"a bard {n}") for n in range(3)]
+        async with sse(http, f"/v1/jobs/{third}/events", headers) as stream:
+            [admitted] = await stream.events(limit=1)
+            polled = await http.get(f"/v1/jobs/{third}", headers=headers)
+            assert admitted.view["position"] == 3 and polled.json() == admitted.view
+
+            assert (await http.delete(f"/v1/jobs/{first}", headers=headers)).status_code == 202
+            [moved] = await stream.events(limit=1)
+            polled_after = await http.get(f"/v1/jobs/{third}", headers=headers)
+    assert moved.event == "progress" and moved.view["position"] == 2
+    assert polled_after.json() == moved.view
+    assert polled_after.headers["etag"] != polled.headers["etag"]
+
+
 async def test_resume_with_last_event_id_yields_only_later_events(
     make_sse_stack: Callable[..., SSEStack], settings: Settings, tokens: dict[str, str]
 ) -> None:

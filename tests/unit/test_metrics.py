@@ -26,6 +26,7 @@ CONTRACT = {
     "spritequeue_pixellab_requests": ("counter", ("outcome",)),
     "spritequeue_pixellab_request_duration_seconds": ("histogram", ()),
     "spritequeue_sse_connections": ("gauge", ()),
+    "spritequeue_position_events": ("counter", ()),
 }
 SCRAPE_TIME = {
     "spritequeue_queue_jobs": ["state"],

@@ -60,7 +60,8 @@ async def test_events_written_by_the_store_scripts_are_fanned_out(
                        created_at=time.time())  # fmt: skip
     with hub.listen("j1") as listener:
         admitted = await store.admit(record, arq_payload=b"{}", arq_expires_ms=60_000,
-                                     dedup_window_ms=0, per_user=5, capacity=5)  # fmt: skip
+                                     dedup_window_ms=0, per_user=5, capacity=5, slots=1,
+                                     median_duration_s=20.0)  # fmt: skip
         assert admitted.code == 1
         item = await next_item(listener)
     assert isinstance(item, JobEvent) and item.event == "progress"

@@ -37,7 +37,8 @@ async def admitted(store: JobStore, job_id: str = "j1") -> JobRecord:
                        status=JobStatus.QUEUED, stage=Stage.QUEUED, progress=0,
                        created_at=time.time())  # fmt: skip
     result = await store.admit(record, arq_payload=b"{}", arq_expires_ms=60_000,
-                               dedup_window_ms=0, per_user=5, capacity=5)  # fmt: skip
+                               dedup_window_ms=0, per_user=5, capacity=5, slots=1,
+                               median_duration_s=20.0)  # fmt: skip
     assert result.code == 1
     return record
 

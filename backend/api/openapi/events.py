@@ -14,7 +14,8 @@ from backend.models import JobView
 # 3.1 ``schema`` the same way, so that is what it holds: ``JobEvent``. ``x-sse-events`` adds
 # what a schema cannot say: which events end the stream.
 _EVENTS = {
-    "progress": "The job moved on (queued → started → submitted → received).",
+    "progress": "The job moved on (queued → started → submitted → received) or, while it "
+    "waits, its `position` or `estimated_wait_s` changed.",
     "completed": "Final: the sprite is ready at `data.result.url`.",
     "failed": "Final: the job failed for good; `data.error` says why.",
     "cancelled": "Final: the job was cancelled.",

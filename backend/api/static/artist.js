@@ -339,60 +339,21 @@
         throw new Error("not an event stream");
       }
       this.card.setTransport("live");
-      const side = new AbortController();
-      this.signal.addEventListener("abort", () => side.abort(), { once: true });
-      this.followPosition(side.signal);
       let finished = false;
-      try {
-        await SQ.readEventStream(response, ({ event, data, id }) => {
-          if (id) this.lastEventId = id;
-          let view;
-          try {
-            view = JSON.parse(data);
-          } catch {
-            return;
-          }
-          this.card.update(view);
-          if (FINAL.has(event) || FINAL.has(view.status)) finished = true;
-        });
-      } finally {
-        side.abort();
-      }
-      return finished;
-    }
-
-    /**
-     * The stream's events carry no queue position or ETA (those change as other jobs move,
-     * not this one), so while the job waits they are read from GET /v1/jobs/{id} alongside.
-     */
-    async followPosition(signal) {
-      let etag = null;
-      while (!signal.aborted && this.card.view.status === "queued") {
-        let delayMs = 5000;
+      // Every event is the whole job view; while the job waits, the server pushes its new
+      // position and ETA as jobs ahead of it start, so the stream alone keeps the card current.
+      await SQ.readEventStream(response, ({ event, data, id }) => {
+        if (id) this.lastEventId = id;
+        let view;
         try {
-          const { status, headers, body } = await api(`/v1/jobs/${encodeURIComponent(this.card.id)}`, {
-            token: token.get(),
-            headers: etag ? { "If-None-Match": etag } : {},
-            signal,
-          });
-          const interval = Number(headers.get("X-Poll-Interval"));
-          delayMs = Math.max(2000, (interval > 0 ? interval : 2) * 1000);
-          if (status === 200) {
-            etag = headers.get("ETag");
-            // Only the position: the stream stays the source of the job's state.
-            if (body.status === "queued" && this.card.view.status === "queued") {
-              this.card.update({
-                ...this.card.view,
-                position: body.position,
-                estimated_wait_s: body.estimated_wait_s,
-              });
-            }
-          }
-        } catch (error) {
-          if (signal.aborted) return;
+          view = JSON.parse(data);
+        } catch {
+          return;
         }
-        await SQ.sleep(delayMs, signal);
-      }
+        this.card.update(view);
+        if (FINAL.has(event) || FINAL.has(view.status)) finished = true;
+      });
+      return finished;
     }
 
     async poll() {
@@ -495,11 +456,6 @@
     }
 
     update(view) {
-      const before = this.view;
-      if (view.status === "queued" && view.position == null && before && before.status === "queued") {
-        // A queued event without a position: keep the last known one until followPosition reads it.
-        view = { ...view, position: before.position, estimated_wait_s: before.estimated_wait_s };
-      }
       this.view = view;
       const final = FINAL.has(view.status);
       const percent = Math.max(0, Math.min(100, Math.round(view.progress || 0)));

@@ -27,6 +27,9 @@ for name, value in pairs(cjson.decode(ARGV[5])) do
   flat[#flat + 1] = name
   flat[#flat + 1] = value
 end
+-- A place in the queue is only ever current: starting makes it meaningless, and a job
+-- put back in the queue gets a new one from the next announcePositions.
+redis.call("HDEL", KEYS[1], "position", "estimated_wait_s")
 redis.call("HSET", KEYS[1], unpack(flat))
 if ARGV[3] == "add" then
   redis.call("ZADD", KEYS[3], ARGV[4], ARGV[1])

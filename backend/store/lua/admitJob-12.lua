@@ -14,6 +14,7 @@
   KEYS[9]  sq:dlq                        zset of dead-lettered jobs (when retrying one)
   KEYS[10] sq:dlq:{id}                   the dead-letter entry (when retrying one)
   KEYS[11] sq:inflight-users             hash job_id -> user (lets the reconciler free slots)
+  KEYS[12] sq:active                     zset of running jobs (to place the new one)
 
   ARGV[1]  job id
   ARGV[2]  now (ms)
@@ -23,19 +24,22 @@
   ARGV[6]  arq job payload (JSON)
   ARGV[7]  arq job expiry (ms)
   ARGV[8]  job record fields, JSON object of strings
-  ARGV[9]  first event data (JSON)
+  ARGV[9]  first event data (JSON view; its position and wait are filled in here)
   ARGV[10] events stream max length
   ARGV[11] pub/sub channel for events
   ARGV[12] user
   ARGV[13] "1" when this requeues a dead-lettered job
+  ARGV[14] worker slots, ARGV[15] median run time (s): inputs of the estimated wait
 
-  Returns {code, job_id, inflight_count}
-     1  admitted
+  Returns {code, job_id, inflight_count[, position, estimated_wait_s]}
+     1  admitted, with the new job's place
      2  deduplicated: job_id is the existing job
     -1  queue full
     -2  user limit
     -4  dead-letter entry not found
 ]]
+--@include place
+
 local job_id, now = ARGV[1], tonumber(ARGV[2])
 local window, per_user, capacity = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Decoded before the first write: Redis does not undo a script's writes when a later line
@@ -71,6 +75,16 @@ if window > 0 then
   redis.call("SET", KEYS[1], job_id, "PX", window)
 end
 
+redis.call("PSETEX", KEYS[5], ARGV[7], ARGV[6])
+redis.call("ZADD", KEYS[6], now, job_id)
+-- Its place: running jobs stay in arq's queue and are its oldest entries, so the jobs
+-- ahead of this one are its rank minus the running ones (announcePositions counts exactly).
+local active = redis.call("ZCARD", KEYS[12])
+local position = math.max(redis.call("ZRANK", KEYS[6], job_id) - active, 0) + 1
+local eta = queue_place(position, active, tonumber(ARGV[14]), tonumber(ARGV[15]))
+fields["position"] = tostring(position)
+fields["estimated_wait_s"] = eta
+
 redis.call("DEL", KEYS[4], KEYS[8])
 -- One HSET for the whole record: a call per field costs Redis more than the rest of this
 -- script together, on the path every submission takes.
@@ -80,8 +94,6 @@ for name, value in pairs(fields) do
   flat[#flat + 1] = value
 end
 redis.call("HSET", KEYS[4], unpack(flat))
-redis.call("PSETEX", KEYS[5], ARGV[7], ARGV[6])
-redis.call("ZADD", KEYS[6], now, job_id)
 redis.call("ZADD", KEYS[7], now, job_id)
 redis.call("ZREMRANGEBYRANK", KEYS[7], 0, -101)
 if ARGV[13] == "1" then
@@ -89,7 +101,8 @@ if ARGV[13] == "1" then
   redis.call("DEL", KEYS[10])
 end
 
+local data = with_place(ARGV[9], position, eta)
 local stream_id = redis.call("XADD", KEYS[8], "MAXLEN", "~", ARGV[10], "*",
-  "event", "progress", "data", ARGV[9])
-redis.call("PUBLISH", ARGV[11], job_id .. " " .. stream_id .. " progress " .. ARGV[9])
-return {1, job_id, inflight + 1}
+  "event", "progress", "data", data)
+redis.call("PUBLISH", ARGV[11], job_id .. " " .. stream_id .. " progress " .. data)
+return {1, job_id, inflight + 1, position, eta}

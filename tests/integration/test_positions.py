@@ -1,0 +1,186 @@
+"""Waiting jobs' places against real Redis and the real scripts: admitJob places a new job,
+announcePositions keeps every waiting job's place current in its record and its stream."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from backend.config import LimitSettings
+from backend.limits.estimates import QueueEstimates, eta_s
+from backend.limits.positions import PositionAnnouncer
+from backend.models import JobRecord, JobStatus, Stage
+from backend.store import keys
+from backend.store.jobs import Admission, Announcement, JobStore
+from backend.store.scripts import Scripts, with_includes
+
+SLOTS, MEDIAN_S = 1, 20.0
+
+
+@pytest.fixture
+def store(redis: aioredis.Redis) -> JobStore:
+    return JobStore(redis, Scripts(redis), queue_name="q")
+
+
+def new_record(job_id: str, description: str = "a sprite") -> JobRecord:
+    return JobRecord(job_id=job_id, user="u", cache_key=f"key-{job_id}",
+                     request={"description": description}, timeout_s=60,
+                     status=JobStatus.QUEUED, stage=Stage.QUEUED, progress=0,
+                     created_at=time.time())  # fmt: skip
+
+
+async def admit(store: JobStore, job_id: str, description: str = "a sprite") -> Admission:
+    admission = await store.admit(
+        new_record(job_id, description), arq_payload=b"{}", arq_expires_ms=60_000,
+        dedup_window_ms=0, per_user=100, capacity=100, slots=SLOTS, median_duration_s=MEDIAN_S,
+    )  # fmt: skip
+    assert admission.code == 1
+    return admission
+
+
+async def announce(
+    store: JobStore, *, median_s: float = MEDIAN_S, slice_size: int = 500
+) -> Announcement:
+    return await store.announce_positions(
+        slots=SLOTS, median_duration_s=median_s, limit=100, min_change_s=1.0,
+        min_change_ratio=0.1, slice_size=slice_size,
+    )  # fmt: skip
+
+
+async def last_view(redis: aioredis.Redis, job_id: str) -> dict[str, Any]:
+    [(_, fields)] = await redis.xrevrange(keys.events(job_id), count=1)
+    view: dict[str, Any] = json.loads(fields[b"data"])
+    return view
+
+
+async def place(store: JobStore, job_id: str) -> tuple[int | None, float | None]:
+    record = await store.get(job_id)
+    assert record is not None
+    return record.position, record.estimated_wait_s
+
+
+async def event_count(redis: aioredis.Redis, job_id: str) -> int:
+    return int(await redis.xlen(keys.events(job_id)))
+
+
+async def start(store: JobStore, job_id: str) -> JobRecord:
+    record = await store.get(job_id)
+    assert record is not None
+    running = record.model_copy(update={"status": JobStatus.ACTIVE, "stage": Stage.STARTED,
+                                        "progress": 5, "started_at": time.time()})  # fmt: skip
+    assert await store.transition(running, "status", "stage", "progress", "started_at",
+                                  allowed_from=(JobStatus.QUEUED,), active="add")  # fmt: skip
+    return running
+
+
+async def test_lua_wait_formula_matches_the_python_one(redis: aioredis.Redis) -> None:
+    script = redis.register_script(
+        with_includes("--@include place\nreturn queue_place(unpack(ARGV))")
+    )
+    grid = list(itertools.product(range(1, 13), range(5), range(6), (0.3, 7.25, 20.0, 33.3)))
+    async with redis.pipeline(transaction=False) as pipe:
+        for args in grid:
+            await script(args=list(args), client=pipe)
+        answers = await pipe.execute()
+    assert [float(a) for a in answers] == [eta_s(*args) for args in grid]
+
+
+async def test_admit_places_the_new_job_in_its_answer_record_and_first_event(
+    store: JobStore, redis: aioredis.Redis
+) -> None:
+    admitted = [await admit(store, job_id) for job_id in ("a", "b", "c")]
+    expected = [(1, 0.0), (2, 20.0), (3, 40.0)]  # one slot, free: 0 s, then a run per place
+    assert [(a.position, a.estimated_wait_s) for a in admitted] == expected
+    assert [await place(store, job_id) for job_id in ("a", "b", "c")] == expected
+    first = await last_view(redis, "c")
+    assert (first["position"], first["estimated_wait_s"]) == (3, 40.0)
+    assert first["status"] == "queued" and first["job_id"] == "c"
+
+
+async def test_a_prompt_that_mimics_the_place_keys_does_not_confuse_the_scripts(
+    store: JobStore, redis: aioredis.Redis
+) -> None:
+    tricky = 'ends,"position":99,"estimated_wait_s":1.5} like a view'
+    await admit(store, "a")
+    await admit(store, "b", tricky)
+    view = await last_view(redis, "b")
+    assert view["description"] == tricky and view["position"] == 2
+
+    await start(store, "a")
+    assert (await announce(store)).announced == 1
+    view = await last_view(redis, "b")
+    assert view["description"] == tricky
+    assert (view["position"], view["estimated_wait_s"]) == (1, 20.0)
+
+
+@pytest.mark.parametrize("slice_size", [500, 1, 2])  # one walk; slices across the queue
+async def test_announce_counts_waiting_jobs_exactly_and_pushes_only_changes(
+    store: JobStore, redis: aioredis.Redis, slice_size: int
+) -> None:
+    for job_id in ("a", "b", "c", "d"):
+        await admit(store, job_id)
+    await start(store, "b")  # out of order: a job behind the first one is running
+    before = {job_id: await event_count(redis, job_id) for job_id in ("a", "c", "d")}
+
+    assert await announce(store, slice_size=slice_size) == Announcement(waiting=3, announced=3)
+    # a keeps place 1 but now waits a run for the busy slot; c and d each move up one.
+    places = {job_id: await place(store, job_id) for job_id in ("a", "b", "c", "d")}
+    assert places == {"a": (1, 20.0), "b": (None, None), "c": (2, 40.0), "d": (3, 60.0)}
+    for job_id in ("a", "c", "d"):
+        assert await event_count(redis, job_id) == before[job_id] + 1
+        view = await last_view(redis, job_id)
+        assert (view["position"], view["estimated_wait_s"]) == places[job_id]
+        assert view["status"] == "queued"
+
+    # Nothing moved: nothing is announced again.
+    assert await announce(store, slice_size=slice_size) == Announcement(waiting=3, announced=0)
+    assert [await event_count(redis, j) for j in ("a", "c", "d")] == [
+        before[j] + 1 for j in ("a", "c", "d")
+    ]
+
+
+async def test_a_small_drift_in_the_wait_is_not_announced_a_large_one_is(
+    store: JobStore,
+) -> None:
+    await admit(store, "a")
+    await admit(store, "b")  # waits 20 s
+    assert (await announce(store, median_s=21.0)).announced == 0  # 1 s, under 10 % of 20 s
+    assert await place(store, "b") == (2, 20.0)
+    assert (await announce(store, median_s=25.0)).announced == 1  # a has no wait to change
+    assert await place(store, "b") == (2, 25.0)
+
+
+async def test_a_requeued_job_loses_its_stale_place_and_gets_a_new_one(
+    store: JobStore, redis: aioredis.Redis
+) -> None:
+    await admit(store, "a")
+    await admit(store, "b")
+    running = await start(store, "a")
+    assert await place(store, "a") == (None, None)
+    back = running.requeued()
+    assert await store.transition(back, "status", "stage", "progress",
+                                  allowed_from=(JobStatus.ACTIVE,), active="rem")  # fmt: skip
+    view = await last_view(redis, "a")
+    assert view["status"] == "queued" and view["position"] is None
+
+    await announce(store)
+    assert await place(store, "a") == (1, 0.0)
+    assert (await last_view(redis, "a"))["position"] == 1
+
+
+async def test_one_process_announces_per_interval(store: JobStore, redis: aioredis.Redis) -> None:
+    await admit(store, "a")
+    estimates = QueueEstimates(redis, LimitSettings())
+    first, second = (
+        PositionAnnouncer(redis, store, estimates, capacity=100, interval_s=30) for _ in range(2)
+    )
+    assert await first.run_once() == Announcement(waiting=1, announced=1)  # no workers: ETA
+    assert await second.run_once() is None
+    assert await first.run_once() is None
+    await redis.delete(keys.POSITIONS_TICK)  # the interval is over
+    assert await second.run_once() == Announcement(waiting=1, announced=0)
