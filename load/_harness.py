@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime
 import os
 import platform
@@ -11,14 +12,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
 import redis.asyncio as aioredis
 
 from backend.config import Settings
-from backend.processes import die_with_parent, stop_process
+from backend.embedded_redis import free_port
+from backend.models import JobRecord, SpriteRequest
+from backend.processes import die_with_parent, stop_process, wait_http
+from backend.queue.producer import Producer
+from backend.queue.resources import Resources
 from fixtures.stack import settings_env
 
 LOCALHOST = "127.0.0.1"  # the only address these scripts ever send traffic to
@@ -393,6 +398,66 @@ def peak_concurrency(started: dict[str, float], finished: dict[str, float]) -> i
         running += step
         peak = max(peak, running)
     return peak
+
+
+async def admit_jobs(resources: Resources, count: int, *, per_user: int) -> list[JobRecord]:
+    """``count`` distinct jobs through the producer's admit script, ``per_user`` per user
+    (users ``bench0``, ``bench1``, …); nothing runs them."""
+    producer = Producer(resources)
+    records: list[JobRecord] = []
+    for index in range(count):
+        request = SpriteRequest.model_validate(
+            {"description": f"bench sprite {index} {time.time_ns()}",
+             "image_size": {"width": 64, "height": 64}})  # fmt: skip
+        record = producer.new_record(f"bench{index // per_user}", request, None)
+        await producer.enqueue(record)
+        records.append(record)
+    return records
+
+
+async def open_event_stream(
+    address: tuple[str, int], job_id: str, token: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``GET /v1/jobs/{id}/events`` on a bare socket, past a ``200`` head; the caller closes.
+
+    Not httpx: its pool does work per connection on every close, and with 1,000 streams in
+    one process that stalled the loop for up to 0.5 s, which showed up as server latency.
+    """
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(
+        f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: {address[0]}\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    if head.split(b" ", 2)[1] != b"200":
+        writer.close()
+        raise RuntimeError(f"stream of {job_id}: {head.splitlines()[0]!r}")
+    return reader, writer
+
+
+@contextlib.contextmanager
+def api_child(settings: Settings, log_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """One ``spritequeue api`` process on a free port, answering, as ``(port, process)``.
+
+    Its output goes to ``log_dir/api.log``, whose tail is printed if the block fails; the
+    process is stopped when the block ends.
+    """
+    port = free_port()
+    log_path = log_dir / "api.log"
+    with log_path.open("wb") as log:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "api", "--port", str(port)],
+            env={**os.environ, **settings_env(settings)}, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_http(f"http://{LOCALHOST}:{port}/health/live")
+        yield port, api
+    except BaseException:
+        print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
+    finally:
+        stop_process(api)
 
 
 async def wait_answering(port: int, path: str, timeout_s: float = 60.0) -> None:

@@ -20,7 +20,6 @@ import asyncio
 import gc
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,15 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from _harness import percentile
+from _harness import admit_jobs, api_child, open_event_stream, percentile
 
-from backend.embedded_redis import EmbeddedRedis, free_port
+from backend.embedded_redis import EmbeddedRedis
 from backend.logs import configure_logging
-from backend.models import JobRecord, JobStatus, SpriteRequest, Stage
-from backend.queue.producer import Producer
+from backend.models import JobRecord, JobStatus, Stage
 from backend.queue.resources import Resources, open_resources
 from backend.store.tokens import TokenStore
-from fixtures.stack import settings_env, stop_process, test_settings, wait_http
+from fixtures.stack import test_settings
 
 STREAMS_PER_USER = 10
 
@@ -76,21 +74,10 @@ async def watch(
     address: tuple[str, int], index: int, job_id: str, token: str, phase: Phase,
     ready: asyncio.Event, opened: list[int],
 ) -> None:  # fmt: skip
-    """One client on a bare socket: count events (one ``data:`` line each), stamp arrivals.
-
-    Not httpx: its pool does work per connection on every close, and with 1,000 streams in
-    this process that stalled the loop for up to 0.5 s, which showed up as server latency.
-    """
-    reader, writer = await asyncio.open_connection(*address)
+    """One client on a bare socket (``_harness.open_event_stream`` says why): count events
+    (one ``data:`` line each) and stamp their arrivals."""
+    reader, writer = await open_event_stream(address, job_id, token)
     try:
-        writer.write(
-            f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: {address[0]}\r\n"
-            f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        if head.split(b" ", 2)[1] != b"200":
-            raise RuntimeError(f"stream {index}: {head.splitlines()[0]!r}")
         count, last_event, pending = -1, b"", b""  # event 0 is the replayed 'queued' state
         while data := await reader.read(65536):
             now = time.perf_counter()
@@ -148,15 +135,7 @@ async def run_phase(
     address: tuple[str, int], resources: Resources, tokens: list[str], api: psutil.Process,
     phase: Phase,
 ) -> None:  # fmt: skip
-    producer = Producer(resources)
-    records: list[JobRecord] = []
-    for index in range(phase.streams):
-        request = SpriteRequest.model_validate(
-            {"description": f"bench sprite {index} {time.time_ns()}",
-             "image_size": {"width": 64, "height": 64}})  # fmt: skip
-        record = producer.new_record(f"bench{index // STREAMS_PER_USER}", request, None)
-        await producer.enqueue(record)
-        records.append(record)
+    records = await admit_jobs(resources, phase.streams, per_user=STREAMS_PER_USER)
     ready, opened = asyncio.Event(), [0]
     watchers = [
         asyncio.create_task(
@@ -266,25 +245,10 @@ def main() -> int:
     print(f"bench_sse: {args.streams} streams at {args.rate:g} events/s, baseline 10 streams")
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp), appendonly=False) as rds:
-        port = free_port()
         limits = {"max_sse_per_user": 10 * STREAMS_PER_USER}
-        env_settings = test_settings(rds.url, "http://127.0.0.1:9", limits=limits)
-        env = {**os.environ, **settings_env(env_settings)}
-        log_path = Path(tmp) / "api.log"
-        with log_path.open("wb") as log:
-            api = subprocess.Popen(
-                [sys.executable, "-m", "backend.cli", "api", "--port", str(port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        base_url, ok = f"http://127.0.0.1:{port}", False
-        try:
-            wait_http(base_url + "/health/live")
+        settings = test_settings(rds.url, "http://127.0.0.1:9", limits=limits)
+        with api_child(settings, Path(tmp)) as (port, api):
             ok = asyncio.run(bench(args, ("127.0.0.1", port), rds.url, api.pid))
-        except BaseException:
-            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
-            raise
-        finally:
-            stop_process(api)
     return 0 if ok else 1
 
 

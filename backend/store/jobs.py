@@ -20,7 +20,7 @@ from backend.store import keys
 from backend.store.scripts import Scripts
 
 EVENTS_MAXLEN = 100
-ANNOUNCE_SLICE = 500  # queue entries per announcePositions call (~1 ms of Redis time)
+ANNOUNCE_SLICE = 100  # queue entries per announcePositions call: at most ~2 ms of Redis each
 
 
 class AdmitCode(IntEnum):
@@ -120,9 +120,15 @@ class JobStore:
         limit: int,
         min_change_s: float,
         min_change_ratio: float,
+        every_move_up_to: int,
+        min_move_ratio: float,
+        max_events: int,
         slice_size: int = ANNOUNCE_SLICE,
     ) -> Announcement:
         """Refresh the places of the first ``limit`` queue entries; push the changed ones.
+
+        What "changed" means (the thresholds) and what ``max_events`` bounds are in
+        ``announcePositions-2.lua``.
 
         ``announcePositions`` walks the queue a slice per call, so Redis serves other clients
         between slices; a slice boundary is where a concurrent change can make two places
@@ -136,11 +142,12 @@ class JobStore:
                 [
                     slots, median_duration_s, first, min(slice_size, limit - first), waiting,
                     min_change_s, min_change_ratio, EVENTS_MAXLEN, keys.EVENTS_CHANNEL,
-                    keys.job(""), keys.events(""),
+                    keys.job(""), keys.events(""), every_move_up_to, min_move_ratio,
+                    max_events - announced,
                 ],
             )  # fmt: skip
             announced += int(sent)
-            if int(walked) < slice_size:
+            if int(walked) < slice_size or announced >= max_events:
                 break
         return Announcement(int(waiting), announced)
 

@@ -1,4 +1,5 @@
-"""CI smoke of the load tools: ``load/benchmark.py --smoke`` and a short headless Locust run."""
+"""CI smoke of the load tools: ``load/benchmark.py --smoke``, ``load/bench_positions.py
+--smoke`` and a short headless Locust run."""
 
 from __future__ import annotations
 
@@ -55,6 +56,14 @@ async def test_benchmark_smoke_prints_the_table(tmp_path: Path) -> None:
     assert written["errors"] == {}
     assert {"raw", "full", "slow", "cache"} <= written.keys()
     assert written["slow"]["done"] == written["slow"]["jobs"]
+
+
+async def test_positions_benchmark_smoke_delivers_every_move() -> None:
+    code, output = await _run([sys.executable, "load/bench_positions.py", "--smoke"], timeout_s=60)
+    # Exit 0 means every start reached every waiting job's client as a new place.
+    assert code == 0, output[-4000:]
+    assert "moves that never reached their client: 0" in output
+    assert "just after a start" in output
 
 
 async def test_locust_headless_run_has_no_unexpected_failures(

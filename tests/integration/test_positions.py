@@ -44,11 +44,18 @@ async def admit(store: JobStore, job_id: str, description: str = "a sprite") -> 
 
 
 async def announce(
-    store: JobStore, *, median_s: float = MEDIAN_S, slice_size: int = 500
+    store: JobStore,
+    *,
+    median_s: float = MEDIAN_S,
+    slice_size: int = 500,
+    every_move_up_to: int = 100,
+    wait_ratio: float = 0.1,
+    max_events: int = 100,
 ) -> Announcement:
     return await store.announce_positions(
         slots=SLOTS, median_duration_s=median_s, limit=100, min_change_s=1.0,
-        min_change_ratio=0.1, slice_size=slice_size,
+        min_change_ratio=wait_ratio, every_move_up_to=every_move_up_to, min_move_ratio=0.2,
+        max_events=max_events, slice_size=slice_size,
     )  # fmt: skip
 
 
@@ -153,6 +160,38 @@ async def test_a_small_drift_in_the_wait_is_not_announced_a_large_one_is(
     assert await place(store, "b") == (2, 20.0)
     assert (await announce(store, median_s=25.0)).announced == 1  # a has no wait to change
     assert await place(store, "b") == (2, 25.0)
+
+
+async def test_deep_in_the_queue_only_a_large_move_is_announced(store: JobStore) -> None:
+    ids = [f"job{n:02d}" for n in range(12)]  # places 1..12, in queue order
+    for job_id in ids:
+        await admit(store, job_id)
+    await start(store, ids[0])
+    # Every move within the first 5 places; beyond, a move of 20 % of the announced place.
+    # (Waits are held back by a large wait ratio, so only the position rule speaks here.)
+    deep = {"every_move_up_to": 5, "wait_ratio": 10.0}
+    assert await announce(store, **deep) == Announcement(waiting=11, announced=5)
+    assert [(await place(store, j))[0] for j in ids[1:]] == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+    await start(store, ids[1])
+    # Now each job has moved 2 places from what it was last told: 2 is 20 % of 7..10 (the
+    # jobs told 7..10 hear of it), not of 11 or 12.
+    assert await announce(store, **deep) == Announcement(waiting=10, announced=8)
+    assert [(await place(store, j))[0] for j in ids[2:]] == [1, 2, 3, 4, 5, 6, 7, 8, 11, 12]
+
+
+@pytest.mark.parametrize("slice_size", [500, 2])
+async def test_events_per_walk_are_bounded_and_spent_from_the_head(
+    store: JobStore, slice_size: int
+) -> None:
+    ids = [f"job{n}" for n in range(6)]
+    for job_id in ids:
+        await admit(store, job_id)
+    await start(store, ids[0])  # all five waiting jobs move up one place
+    assert await announce(store, max_events=3, slice_size=slice_size) == Announcement(3, 3)
+    assert [(await place(store, j))[0] for j in ids[1:]] == [1, 2, 3, 5, 6]
+    # The next walk reaches the rest.
+    assert (await announce(store, max_events=3, slice_size=slice_size)).announced == 2
+    assert [(await place(store, j))[0] for j in ids[1:]] == [1, 2, 3, 4, 5]
 
 
 async def test_a_requeued_job_loses_its_stale_place_and_gets_a_new_one(

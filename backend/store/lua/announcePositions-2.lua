@@ -4,10 +4,18 @@
 
   Walks a slice of arq's queue in order, counting the jobs still queued (running ones stay
   in the queue until they end), so each position is exact. The caller walks a long queue in
-  slices, passing on the count, so no single call holds Redis for long. A job is announced when its position changed,
-  or when its wait moved by at least max(ARGV[4] s, ARGV[5] x the announced wait): a median
-  that drifts by a few percent after every completion is not worth an event per waiting job.
+  slices, passing on the count, so no single call holds Redis for long.
+
+  A job is announced (and its stored place updated, so polling and SSE always agree) when:
+  - its position changed and it is within the first ARGV[12] places, or it moved by at
+    least ARGV[13] x its announced position (deep in a long queue, every step of every job
+    would be an event per waiting job per start);
+  - or its wait moved by at least max(ARGV[6] s, ARGV[7] x the announced wait): a median
+    that drifts by a few percent after every completion is not worth an event either.
   The event is the job's last one (always a queued view while it waits) with the place set.
+  At most ARGV[14] jobs are announced per call: the walk stops there, so a fast drain of a
+  long queue costs a bounded number of events per interval, spent from the head of the queue
+  (jobs further back keep their last place, an overestimate, until the next walks reach them).
 
   KEYS[1] <queue name>   arq's queue zset
   KEYS[2] sq:active      zset of running jobs
@@ -20,6 +28,9 @@
   ARGV[8] events stream max length
   ARGV[9] pub/sub channel
   ARGV[10] job record key prefix ("sq:job:"), ARGV[11] event stream key prefix ("sq:events:")
+  ARGV[12] places within which every move is announced
+  ARGV[13] smallest move worth an event beyond them, as a fraction of the announced place
+  ARGV[14] most jobs to announce in this call
 
   Returns {queued jobs up to the slice's end, jobs announced, queue entries walked}
 ]]
@@ -28,6 +39,8 @@
 local slots, median = tonumber(ARGV[1]), tonumber(ARGV[2])
 local first, count = tonumber(ARGV[3]), tonumber(ARGV[4])
 local min_change_s, min_change_ratio = tonumber(ARGV[6]), tonumber(ARGV[7])
+local every_move_up_to, min_move_ratio = tonumber(ARGV[12]), tonumber(ARGV[13])
+local budget = tonumber(ARGV[14])
 local active = redis.call("ZCARD", KEYS[2])
 local waiting, announced = tonumber(ARGV[5]), 0
 
@@ -46,7 +59,11 @@ local function last_data(events_key)
 end
 
 local function changed(position, eta, old_position, old_eta)
-  if position ~= old_position or not old_eta then
+  if not old_position or not old_eta then
+    return true
+  end
+  local moved = math.abs(position - old_position)
+  if moved > 0 and (position <= every_move_up_to or moved >= min_move_ratio * old_position) then
     return true
   end
   return math.abs(eta - old_eta) >= math.max(min_change_s, min_change_ratio * old_eta)
@@ -54,6 +71,9 @@ end
 
 local slice = redis.call("ZRANGE", KEYS[1], first, first + count - 1)
 for _, job_id in ipairs(slice) do
+  if announced >= budget then
+    break
+  end
   local job_key = ARGV[10] .. job_id
   local state = redis.call("HMGET", job_key, "status", "position", "estimated_wait_s")
   if state[1] == "queued" then
