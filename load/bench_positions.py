@@ -14,7 +14,7 @@ Two latencies, from the same run:
   before the script call to the moment its client has read it (pub/sub, no announcer);
 - **place change**: a waiting job's ``progress`` event with its new position, from the
   start that gave it that position to the moment its client has read it, for every job
-  within the first ``EVERY_MOVE_UP_TO`` places (further back only a 5 % move is told; the
+  within the first ``RULES.every_move_up_to`` places (further back only a 5 % move is told; the
   events those jobs got are counted). It waits for the next announce, so its median should
   be near half the interval.
 
@@ -41,7 +41,7 @@ import psutil
 from _harness import admit_jobs, api_child, open_event_stream, percentile
 
 from backend.embedded_redis import EmbeddedRedis
-from backend.limits import positions
+from backend.limits.positions import RULES
 from backend.logs import configure_logging
 from backend.models import JobRecord, JobStatus, Stage
 from backend.queue.resources import Resources, open_resources
@@ -71,7 +71,7 @@ class Run:
         how many moves of still-waiting jobs never reached their client."""
         found, missing = [], 0
         for k, started in enumerate(self.starts):
-            for i in range(k + 1, min(self.jobs, k + 1 + positions.EVERY_MOVE_UP_TO)):
+            for i in range(k + 1, min(self.jobs, k + 1 + RULES.every_move_up_to)):
                 arrival = next((t for t, p in self.places.get(i, []) if p <= i - k), None)
                 if arrival is not None:
                     found.append((arrival - started) * 1000)
@@ -82,7 +82,7 @@ class Run:
     def deep_events(self) -> int:
         """Place events received by jobs that waited beyond those places at the first start."""
         first = self.starts[0] if self.starts else float("inf")
-        deep = range(positions.EVERY_MOVE_UP_TO + 1, self.jobs)
+        deep = range(RULES.every_move_up_to + 1, self.jobs)
         return sum(1 for i in deep for t, _ in self.places.get(i, []) if t >= first)
 
 
@@ -151,10 +151,7 @@ async def walk_cost(
     def walk() -> Awaitable[object]:
         return jobs.announce_positions(
             slots=snap.slots, median_duration_s=snap.median_duration_s, limit=10_000,
-            min_change_s=positions.MIN_WAIT_CHANGE_S,
-            min_change_ratio=positions.MIN_WAIT_CHANGE_RATIO,
-            every_move_up_to=positions.EVERY_MOVE_UP_TO, min_move_ratio=positions.MIN_MOVE_RATIO,
-            max_events=positions.MAX_EVENTS_PER_WALK,
+            rules=RULES,
         )  # fmt: skip
 
     waiting = []
@@ -192,7 +189,7 @@ async def settled_in_queue_order(resources: Resources, records: list[JobRecord])
         stored = await resources.jobs.get(record.job_id)
         assert stored is not None and stored.position is not None, stored
         # Exact within the first places; further back a swap is told only past a 5 % move.
-        slack = 0 if place <= positions.EVERY_MOVE_UP_TO else place * positions.MIN_MOVE_RATIO
+        slack = 0 if place <= RULES.every_move_up_to else place * RULES.min_move_ratio
         assert abs(stored.position - place) <= slack, (place, stored.position)
     return ordered
 
@@ -243,8 +240,8 @@ def report(
         print(f"{'latency ' + name + ' (ms)':<40}{a:>14.1f}{b:>14.1f}{b / a:>9.0f}x")
     print(f"{'latency max (ms)':<40}{state[-1]:>14.1f}{place[-1]:>14.1f}")
     print(f"\nmoves that never reached their client: {missing}")
-    deep = args.jobs - positions.EVERY_MOVE_UP_TO - 1
-    print(f"place events for the {deep} jobs behind place {positions.EVERY_MOVE_UP_TO} "
+    deep = args.jobs - RULES.every_move_up_to - 1
+    print(f"place events for the {deep} jobs behind place {RULES.every_move_up_to} "
           f"(told of a 5 % move only): {run.deep_events()}")  # fmt: skip
     print(f"API CPU over the {args.starts} starts: {api_cpu_s:.2f} s "
           f"(its share of the announcing, and the fan-out to {args.jobs} streams)")  # fmt: skip

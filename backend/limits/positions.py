@@ -7,10 +7,10 @@ every read: once per ``SPRITEQ_JOBS__POSITION_INTERVAL_S``, one process (whichev
 ``announcePositions`` script, which walks the queue in order and, for each waiting job whose
 place changed, stores it and appends a ``progress`` event, atomically. So an SSE client
 sees its job move up, a polling client reads the same figures from the record, and a poll
-costs one read. A place is at most one interval old.
+costs one read. Near the head of the queue a place is at most one interval old.
 
 The walk covers at most the first ``WALK_LIMIT`` queue entries and sends at most
-``MAX_EVENTS_PER_WALK`` events, from the head of the queue; the default capacity (500) is
+``RULES.max_events`` events, from the head of the queue; the default capacity (500) is
 within both. A deployment that raises the capacity past them keeps the last announced place
 (an overestimate) for jobs further back until they come within reach, rather than spending
 more Redis time and fan-out every interval.
@@ -26,21 +26,24 @@ import structlog
 from backend import metrics
 from backend.limits.estimates import QueueEstimates
 from backend.store import keys
-from backend.store.jobs import Announcement, JobStore
+from backend.store.jobs import Announcement, JobStore, PlaceRules
 
 log = structlog.get_logger(__name__)
 
-# A wait that moves less than both of these keeps its last announced value.
-MIN_WAIT_CHANGE_S = 1.0
-MIN_WAIT_CHANGE_RATIO = 0.1
-# Every move within the first places is announced; further back, a move of 5 % (a job at
-# place 2,000 hears of every 100th start), or the wait changing by the rule above.
-EVERY_MOVE_UP_TO = 100
-MIN_MOVE_RATIO = 0.05
-# Events per walk, spent from the head of the queue: the default capacity, so a queue within
-# it is always announced whole, and a longer one draining fast costs no more than that
-# (measured in docs/benchmarks.md: a 3,000-job drain lost ~10 % of its rate without it).
-MAX_EVENTS_PER_WALK = 500
+RULES = PlaceRules(
+    # A wait that moves less than 1 s or 10 % keeps its last announced value: the median run
+    # time drifts a little after every completion.
+    min_wait_change_s=1.0,
+    min_wait_change_ratio=0.1,
+    # Every move within the first 100 places; further back, a move of 5 % (a job at place
+    # 2,000 hears of every 100th start), or the wait changing by the rule above.
+    every_move_up_to=100,
+    min_move_ratio=0.05,
+    # The default capacity: a queue within it is always announced whole, and a longer one
+    # draining fast costs no more than that (docs/benchmarks.md: a 3,000-job drain lost
+    # ~10 % of its rate without this budget).
+    max_events=500,
+)
 WALK_LIMIT = 10_000
 
 
@@ -73,11 +76,7 @@ class PositionAnnouncer:
             slots=snap.slots,
             median_duration_s=snap.median_duration_s,
             limit=min(self._capacity, WALK_LIMIT),
-            min_change_s=MIN_WAIT_CHANGE_S,
-            min_change_ratio=MIN_WAIT_CHANGE_RATIO,
-            every_move_up_to=EVERY_MOVE_UP_TO,
-            min_move_ratio=MIN_MOVE_RATIO,
-            max_events=MAX_EVENTS_PER_WALK,
+            rules=RULES,
         )
         if result.announced:
             metrics.POSITION_EVENTS.inc(result.announced)

@@ -48,6 +48,17 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class PlaceRules:
+    """When a waiting job's new place is worth an event (``announcePositions-2.lua``)."""
+
+    min_wait_change_s: float  # a wait must move by both of these ...
+    min_wait_change_ratio: float  # ... (a fraction of the announced wait)
+    every_move_up_to: int  # every move within these first places is announced
+    min_move_ratio: float  # further back, a move of this fraction of the announced place
+    max_events: int  # per walk, spent from the head of the queue
+
+
+@dataclass(frozen=True)
 class Announcement:
     waiting: int  # jobs queued, walked in order
     announced: int  # of them, how many got a new place event
@@ -118,17 +129,10 @@ class JobStore:
         slots: int,
         median_duration_s: float,
         limit: int,
-        min_change_s: float,
-        min_change_ratio: float,
-        every_move_up_to: int,
-        min_move_ratio: float,
-        max_events: int,
+        rules: PlaceRules,
         slice_size: int = ANNOUNCE_SLICE,
     ) -> Announcement:
         """Refresh the places of the first ``limit`` queue entries; push the changed ones.
-
-        What "changed" means (the thresholds) and what ``max_events`` bounds are in
-        ``announcePositions-2.lua``.
 
         ``announcePositions`` walks the queue a slice per call, so Redis serves other clients
         between slices; a slice boundary is where a concurrent change can make two places
@@ -141,13 +145,13 @@ class JobStore:
                 [self.queue_name, keys.ACTIVE],
                 [
                     slots, median_duration_s, first, min(slice_size, limit - first), waiting,
-                    min_change_s, min_change_ratio, EVENTS_MAXLEN, keys.EVENTS_CHANNEL,
-                    keys.job(""), keys.events(""), every_move_up_to, min_move_ratio,
-                    max_events - announced,
+                    rules.min_wait_change_s, rules.min_wait_change_ratio, EVENTS_MAXLEN,
+                    keys.EVENTS_CHANNEL, keys.job(""), keys.events(""), rules.every_move_up_to,
+                    rules.min_move_ratio, rules.max_events - announced,
                 ],
             )  # fmt: skip
             announced += int(sent)
-            if int(walked) < slice_size or announced >= max_events:
+            if int(walked) < slice_size or announced >= rules.max_events:
                 break
         return Announcement(int(waiting), announced)
 

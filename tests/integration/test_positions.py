@@ -16,7 +16,7 @@ from backend.limits.estimates import QueueEstimates, eta_s
 from backend.limits.positions import PositionAnnouncer
 from backend.models import JobRecord, JobStatus, Stage
 from backend.store import keys
-from backend.store.jobs import Admission, Announcement, JobStore
+from backend.store.jobs import Admission, Announcement, JobStore, PlaceRules
 from backend.store.scripts import Scripts, with_includes
 
 SLOTS, MEDIAN_S = 1, 20.0
@@ -52,11 +52,12 @@ async def announce(
     wait_ratio: float = 0.1,
     max_events: int = 100,
 ) -> Announcement:
+    rules = PlaceRules(min_wait_change_s=1.0, min_wait_change_ratio=wait_ratio,
+                       every_move_up_to=every_move_up_to, min_move_ratio=0.2,
+                       max_events=max_events)  # fmt: skip
     return await store.announce_positions(
-        slots=SLOTS, median_duration_s=median_s, limit=100, min_change_s=1.0,
-        min_change_ratio=wait_ratio, every_move_up_to=every_move_up_to, min_move_ratio=0.2,
-        max_events=max_events, slice_size=slice_size,
-    )  # fmt: skip
+        slots=SLOTS, median_duration_s=median_s, limit=100, rules=rules, slice_size=slice_size
+    )
 
 
 async def last_view(redis: aioredis.Redis, job_id: str) -> dict[str, Any]:
