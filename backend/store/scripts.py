@@ -7,6 +7,7 @@ every call so a wrapper can't silently pass the wrong arguments. As in BullMQ, a
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -30,10 +31,14 @@ def _folder() -> Traversable:
     return resources.files("backend.store").joinpath("lua")
 
 
+@functools.cache
+def _includes() -> dict[str, str]:
+    return _lua_files(_folder().joinpath("include"))
+
+
 def with_includes(text: str) -> str:
     """``text`` with each ``--@include name`` line replaced by ``lua/include/name.lua``."""
-    includes = _lua_files(_folder().joinpath("include"))
-    return _INCLUDE.sub(lambda match: includes[match.group(1)], text)
+    return _INCLUDE.sub(lambda match: _includes()[match.group(1)], text)
 
 
 def _read_scripts() -> dict[str, tuple[int, str]]:
