@@ -76,22 +76,14 @@
     return true;
   }
 
-  ui.signInForm.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const value = ui.tokenInput.value.trim();
-    if (!value) {
-      ui.signInError.textContent = "Paste a token first.";
-      return;
-    }
-    try {
-      await api("/v1/admin/dlq?limit=1", { token: value });
-    } catch (error) {
-      ui.signInError.textContent = problemWith(error);
-      return;
-    }
-    ui.tokenInput.value = "";
-    token.set(value);
-    showConsole();
+  SQ.bindSignIn({
+    form: ui.signInForm,
+    input: ui.tokenInput,
+    error: ui.signInError,
+    token,
+    probePath: "/v1/admin/dlq?limit=1",
+    describe: problemWith,
+    onSignedIn: showConsole,
   });
 
   ui.signOut.addEventListener("click", () => signOut());

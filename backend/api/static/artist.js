@@ -99,22 +99,14 @@
 
   const expired = () => signOut("Your token is no longer accepted; sign in again.");
 
-  ui.signInForm.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const value = ui.tokenInput.value.trim();
-    if (!value) {
-      ui.signInError.textContent = "Paste a token first.";
-      return;
-    }
-    try {
-      await api("/v1/jobs?limit=1", { token: value });
-    } catch (error) {
-      ui.signInError.textContent = error.status === 401 ? "This token was not accepted." : error.message;
-      return;
-    }
-    ui.tokenInput.value = "";
-    token.set(value);
-    showStudio();
+  SQ.bindSignIn({
+    form: ui.signInForm,
+    input: ui.tokenInput,
+    error: ui.signInError,
+    token,
+    probePath: "/v1/jobs?limit=1",
+    describe: (error) => (error.status === 401 ? "This token was not accepted." : error.message),
+    onSignedIn: showStudio,
   });
 
   ui.signOut.addEventListener("click", () => signOut());

@@ -141,6 +141,30 @@ window.SQ = (() => {
     };
   }
 
+  /**
+   * The sign-in form of both pages: the pasted token is tried on ``probePath`` before it is
+   * kept, so a wrong one is refused at once with ``describe(error)``, not on a later call.
+   */
+  function bindSignIn({ form, input, error, token, probePath, describe, onSignedIn }) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const value = input.value.trim();
+      if (!value) {
+        error.textContent = "Paste a token first.";
+        return;
+      }
+      try {
+        await api(probePath, { token: value });
+      } catch (problem) {
+        error.textContent = describe(problem);
+        return;
+      }
+      input.value = "";
+      token.set(value);
+      onSignedIn();
+    });
+  }
+
   /** Build an element: h("a", {class: "x", href: "/"}, "text", child). Text is never HTML. */
   function h(tag, props = {}, ...children) {
     const element = document.createElement(tag);
@@ -221,6 +245,7 @@ window.SQ = (() => {
     fetchBlob,
     readEventStream,
     sessionValue,
+    bindSignIn,
     h,
     sleep,
     formatSeconds,
