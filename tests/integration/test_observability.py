@@ -339,6 +339,8 @@ async def test_admin_stats_are_read_from_redis(
     await redis.lpush(keys.DURATIONS, *(f"{n}.0" for n in range(1, 21)))
     await redis.hset(keys.STATS, mapping={"cache_hits": 3, "cache_misses": 1})
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+        # The worker thread is up before its first heartbeat lands; the figures need it.
+        await until(lambda: _status_is(http, 200))
         job = await http.post(
             "/v1/jobs",
             json=sprite_request("[mock-latency:1000] a lantern in flight"),
