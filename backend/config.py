@@ -45,6 +45,9 @@ class LimitSettings(BaseModel):
 
 class JobSettings(BaseModel):
     timeout_s: float = Field(600, gt=0)
+    # The shortest per-job ``timeout_s`` a submission may ask for: PixelLab takes 10-20 s a
+    # generation, so anything much shorter can only time out and spend a retry.
+    min_timeout_s: float = Field(5.0, gt=0)
     max_retries: int = Field(1, ge=0)
     backoff_base_s: float = 2.0
     backoff_max_s: float = 60.0
@@ -56,7 +59,6 @@ class JobSettings(BaseModel):
     # How long a finished job's record (and its event stream) is kept.
     keep_finished_s: int = 24 * 3600
     dlq_retention_s: int = 7 * 24 * 3600
-    single_flight_wait_s: float = 60.0
     # How often waiting jobs' positions and waits are refreshed and pushed to their streams
     # (once per interval across all processes; see backend.limits.positions).
     position_interval_s: float = Field(1.0, gt=0)

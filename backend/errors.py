@@ -16,7 +16,8 @@
     │   ├── TooManyStreams               too_many_streams 429
     │   └── QueueFull                    queue_full       503
     ├── Unavailable                      unavailable      503  (a dependency is down)
-    └── UpstreamError                    (worker side: PixelLab failed; carries ErrorType)
+    ├── UpstreamError                    (worker side: PixelLab failed; carries ErrorType)
+    └── FencedOut                        (worker side: this attempt lost its job's fence)
 
 Foreign exceptions (redis, httpx, google.api_core) are translated into this tree at the
 module that talks to the foreign library, with ``raise ... from exc``.
@@ -160,3 +161,10 @@ class UpstreamError(SpriteQueueError):
     @property
     def retryable(self) -> bool:
         return self.error_type in RETRYABLE
+
+
+class FencedOut(SpriteQueueError):
+    """A runner's write was refused: its attempt no longer holds the job's fence (the job was
+    cancelled, finished, or taken over by another worker). The runner abandons the job."""
+
+    status, code = 409, "fenced_out"

@@ -96,7 +96,7 @@ class SpriteRequest(BaseModel):
     no_background: Annotated[bool, Field(strict=True)] = False
     text_guidance_scale: Annotated[float, Field(ge=1, le=20)] = 8.0
     # Ours, not PixelLab's: per-job timeout, at most the configured maximum. Not part of the key.
-    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @field_validator("description", mode="before")
     @classmethod
@@ -149,7 +149,11 @@ class Attempt(BaseModel):
     number: int
     started_at: float
     finished_at: float | None = None
-    outcome: Literal["completed", "failed", "stalled", "cancelled", "requeued"] | None = None
+    # stalled: its worker was lost (counts towards the stall cap); interrupted: stopped by us
+    # (graceful shutdown, our store failing), requeued without spending a retry.
+    outcome: (
+        Literal["completed", "failed", "stalled", "interrupted", "cancelled", "requeued"] | None
+    ) = None
     error: ErrorInfo | None = None
 
 
@@ -214,6 +218,7 @@ class ErrorBody(BaseModel):
 
 
 _JSON_FIELDS = ("request", "history", "error", "result")
+_TEXT_FIELDS = ("fence", "worker")  # "" is a value there, not a missing one
 
 
 class JobRecord(BaseModel):
@@ -236,6 +241,16 @@ class JobRecord(BaseModel):
     error: ErrorInfo | None = None
     result: ResultInfo | None = None
     request_id: str | None = None
+    # Fencing (see backend.store.jobs): ``fence`` is the running attempt's token (the value of
+    # its lease and flight lock too), ``worker`` the worker that runs it; ``rev`` counts the
+    # record's writes, so a write built from a read is a compare-and-set.
+    fence: str = ""
+    worker: str = ""
+    rev: int = 0
+    # Retry budgets: ``failures`` counts the job's own upstream failures (they spend retries);
+    # ``stalls`` counts attempts whose worker was lost (a separate cap).
+    failures: int = 0
+    stalls: int = 0
     # Where a queued job waits, written by the scripts that place it (admitJob, and
     # announcePositions while it waits); cleared by every later change of state.
     position: int | None = None
@@ -263,7 +278,7 @@ class JobRecord(BaseModel):
                 continue
             if name in _JSON_FIELDS:
                 data[name] = json.loads(value) if value else None
-            elif value == "":
+            elif value == "" and name not in _TEXT_FIELDS:
                 data[name] = None
             else:
                 data[name] = value
@@ -291,7 +306,8 @@ class JobRecord(BaseModel):
         entry = self.model_dump(
             mode="json",
             include={"job_id", "user", "cache_key", "request", "timeout_s", "error",
-                     "attempts", "history", "created_at", "request_id"},
+                     "attempts", "failures", "stalls", "history", "created_at",
+                     "request_id"},
         )  # fmt: skip
         entry["failed_at"] = failed_at
         return entry

@@ -6,7 +6,7 @@
 An embedded Valkey and one ``spritequeue api`` child process with the production interval
 (``SPRITEQ_JOBS__POSITION_INTERVAL_S`` = 1 s); no worker. This script admits ``--jobs`` real
 jobs (the producer's admit script), opens one stream per job, then starts the jobs at the
-head of the queue one by one, ``--rate`` a second, with the store's ``transitionJob`` (the
+head of the queue one by one, ``--rate`` a second, with the store's ``startAttempt`` (the
 write a worker makes). Every start moves each job behind it up one place.
 
 Two latencies, from the same run:
@@ -43,9 +43,10 @@ from _harness import admit_jobs, api_child, open_event_stream, percentile
 from backend.embedded_redis import EmbeddedRedis
 from backend.limits.positions import RULES
 from backend.logs import configure_logging
-from backend.models import JobRecord, JobStatus, Stage
+from backend.models import JobRecord, JobStatus
 from backend.queue.resources import Resources, open_resources
 from backend.store.tokens import TokenStore
+from fixtures.attempts import start_attempt
 from fixtures.stack import test_settings
 
 JOBS_PER_USER = 10
@@ -127,12 +128,8 @@ async def start_jobs(resources: Resources, records: list[JobRecord], run: Run, c
         delay = began + k / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        record = records[k].model_copy(update={
-            "status": JobStatus.ACTIVE, "stage": Stage.STARTED, "progress": 5,
-            "started_at": time.time()})  # fmt: skip
         run.starts.append(time.perf_counter())
-        await resources.jobs.transition(record, "status", "stage", "progress", "started_at",
-                                        allowed_from=(JobStatus.QUEUED,), active="add")  # fmt: skip
+        await start_attempt(resources.jobs, records[k].job_id)
     await asyncio.sleep(2.5)  # two more intervals: the last start's places arrive
 
 
@@ -164,10 +161,7 @@ async def walk_cost(
     for head in waiting[:repeats]:
         pings.append(await timed(redis.ping()))
         still.append(await timed(walk()))
-        started = head.model_copy(update={"status": JobStatus.ACTIVE, "stage": Stage.STARTED,
-                                          "progress": 5})  # fmt: skip
-        await jobs.transition(started, "status", "stage", "progress",
-                              allowed_from=(JobStatus.QUEUED,), active="add")  # fmt: skip
+        await start_attempt(jobs, head.job_id)
         moved.append(await timed(walk()))
     return {"ping": statistics.median(pings), "still": statistics.median(still),
             "moved": statistics.median(moved), "waiting": len(waiting)}  # fmt: skip

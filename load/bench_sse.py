@@ -5,7 +5,7 @@
 
 An embedded Valkey and one ``spritequeue api`` child process; no workers and no PixelLab:
 this script admits real jobs (the producer's admit script), opens one stream per job, then
-moves the jobs through their stages at a steady rate with the store's own ``transitionJob``
+moves the jobs through their stages at a steady rate with the store's own ``progressJob``
 and ``finishJob`` scripts, exactly the writes a worker makes. Latency is the time from just
 before the script call (so it includes that round trip) to the moment the client has read
 the event. Each phase runs at the same event rate, so the ratios show what holding many open
@@ -31,9 +31,10 @@ from _harness import admit_jobs, api_child, open_event_stream, percentile
 
 from backend.embedded_redis import EmbeddedRedis
 from backend.logs import configure_logging
-from backend.models import JobRecord, JobStatus, Stage
+from backend.models import JobRecord, Stage
 from backend.queue.resources import Resources, open_resources
 from backend.store.tokens import TokenStore
+from fixtures.attempts import finish_attempt, start_attempt
 from fixtures.stack import test_settings
 
 STREAMS_PER_USER = 10
@@ -105,6 +106,7 @@ async def watch(
 async def drive(resources: Resources, records: list[JobRecord], phase: Phase) -> None:
     """Advance every job one step in turn, ``phase.rate`` script calls per second."""
     jobs = resources.jobs
+    tokens: dict[str, str] = {}  # job id -> its attempt's fence
     began = time.perf_counter()
     tick = 0
     for step in range(phase.steps):
@@ -115,20 +117,14 @@ async def drive(resources: Resources, records: list[JobRecord], phase: Phase) ->
             tick += 1
             phase.sent[(index, step + 1)] = time.perf_counter()
             if step == phase.steps - 1:
-                done = record.model_copy(update={
-                    "status": JobStatus.COMPLETED, "stage": Stage.COMPLETED, "progress": 100,
-                    "finished_at": time.time()})  # fmt: skip
-                await jobs.finish(done, keep_s=600, duration_s=1.0)
+                await finish_attempt(jobs, record, tokens[record.job_id])
                 continue
+            if step == 0:
+                record, tokens[record.job_id] = await start_attempt(jobs, record.job_id)
             stage, progress = stage_for(step, phase.steps)
-            record = records[index] = record.model_copy(update={
-                "status": JobStatus.ACTIVE, "stage": stage, "progress": progress,
-                "started_at": record.started_at or time.time()})  # fmt: skip
-            await jobs.transition(
-                record, "status", "stage", "progress", "started_at",
-                allowed_from=(JobStatus.QUEUED, JobStatus.ACTIVE),
-                active="add" if step == 0 else "keep",
-            )  # fmt: skip
+            record = records[index] = record.model_copy(update={"stage": stage,
+                                                                "progress": progress})
+            await jobs.progress(record, "stage", "progress", token=tokens[record.job_id])
 
 
 async def run_phase(

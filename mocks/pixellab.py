@@ -5,8 +5,14 @@ the description; latency from ``latency_ms=`` or a ``[mock-latency:MS]`` marker.
 calls return a real PNG of the requested size, deterministic in the request body. Routes are
 served both at the root and under ``/v1``, so either form of base URL works.
 
+Two more markers script faults per prompt: ``[mock-fail:503*2]`` answers the first two
+calls with that prompt 503 (any 4xx/5xx status), then follows the scenario;
+``[mock-retry-after:30]`` sets the ``Retry-After`` of a 429 or 503 answer (default 1 s).
+
 ``GET /_mock/stats`` and ``POST /_mock/reset`` let tests count the generations that got
-through authentication and validation ("PixelLab got exactly one call").
+through authentication and validation ("PixelLab got exactly one call"), how each call
+ended per prompt (``calls``: answered by status, or ``abandoned`` when the client hung up
+first) and the most calls that were ever in progress at once (``peak_in_flight``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ SCENARIOS = frozenset(
 )
 _SCENARIO_MARKER = re.compile(r"\[mock:([a-z_]+)\]")
 _LATENCY_MARKER = re.compile(r"\[mock-latency:(\d+)\]")
+_FAIL_MARKER = re.compile(r"\[mock-fail:([45]\d\d)\*(\d+)\]")
+_RETRY_AFTER_MARKER = re.compile(r"\[mock-retry-after:(\d+)\]")
 _HANG_S = 3600.0
 _START_BALANCE_USD = 100.0
 _COST_USD = 0.01
@@ -61,6 +69,10 @@ class _MockPixelLab:
         self.api_key = api_key
         self.by_description: Counter[str] = Counter()
         self.spent_usd = 0.0
+        # per prompt: how each call ended ("answered:<status>" or "abandoned")
+        self.calls: dict[str, Counter[str]] = {}
+        self.in_flight = 0
+        self.peak_in_flight = 0
 
     def _unauthorized(self, request: Request) -> Response | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -91,10 +103,40 @@ class _MockPixelLab:
         if scenario not in SCENARIOS:
             return _error(422, [_unknown_scenario(scenario, parsed.description)])
         self.by_description[parsed.description] += 1
-        latency = _marker(_LATENCY_MARKER, parsed.description)
+        ledger = self.calls.setdefault(parsed.description, Counter())
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            response = await self._answer(request, parsed, body, scenario, usage)
+        except asyncio.CancelledError:
+            ledger["abandoned"] += 1
+            raise
+        finally:
+            self.in_flight -= 1
+        status = response.status_code
+        ledger["abandoned" if status == 499 else f"answered:{status}"] += 1
+        return response
+
+    async def _answer(
+        self,
+        request: Request,
+        parsed: GenerationRequest,
+        body: bytes,
+        scenario: str,
+        usage: dict[str, Any],
+    ) -> Response:
+        description = parsed.description
+        latency = _marker(_LATENCY_MARKER, description)
         delay_s = (int(latency) if latency is not None else self.latency_ms) / 1000
         if delay_s > 0 and not await _sleep_while_connected(request, delay_s):
             return _error(499, "client went away")
+        if (fail := _FAIL_MARKER.search(description)) is not None:
+            status, times = int(fail.group(1)), int(fail.group(2))
+            if self.by_description[description] <= times:
+                retry_after = _marker(_RETRY_AFTER_MARKER, description) or "1"
+                headers = {"Retry-After": retry_after} if status in (429, 503) else {}
+                return _error(status, f"mock-fail: call {self.by_description[description]}",
+                              headers)  # fmt: skip
         if scenario == "success":
             self.spent_usd += _COST_USD
             return JSONResponse({"image": _image(parsed, body), "usage": usage})
@@ -104,6 +146,9 @@ class _MockPixelLab:
         if scenario == "failure":
             return _error(422, [_told_to_fail(parsed.description)])
         status, detail, headers = _FAILURES[scenario]
+        asked = _marker(_RETRY_AFTER_MARKER, description)
+        if status == 429 and asked is not None:
+            headers = {**headers, "Retry-After": asked}
         return _error(status, detail, headers)
 
     async def balance(self, request: Request) -> Response:
@@ -121,11 +166,19 @@ class _MockPixelLab:
     async def stats(self, request: Request) -> Response:
         by_description = dict(self.by_description)
         return JSONResponse(
-            {"generations": sum(by_description.values()), "by_description": by_description}
+            {
+                "generations": sum(by_description.values()),
+                "by_description": by_description,
+                "calls": {prompt: dict(ends) for prompt, ends in self.calls.items()},
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
+            }
         )
 
     async def reset(self, request: Request) -> Response:
         self.by_description.clear()
+        self.calls.clear()
+        self.peak_in_flight = self.in_flight
         self.spent_usd = 0.0
         return JSONResponse({"generations": 0, "by_description": {}})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 from backend.config import Settings
 from backend.embedded_redis import EmbeddedRedis
 from fixtures.servers import ThreadedUvicorn
-from fixtures.stack import MOCK_API_KEY, WorkerThread, test_settings
+from fixtures.stack import MOCK_API_KEY, WorkerThread, stop_process, test_settings
 from mocks.pixellab import create_mock_app
 
 
@@ -112,6 +113,15 @@ def make_stack(redis: aioredis.Redis) -> Iterator[Callable[..., Stack]]:
 @pytest.fixture
 def stack(make_stack: Callable[..., Stack], settings: Settings) -> Stack:
     return make_stack(settings)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes (``start_api``, ``start_worker``), stopped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        stop_process(process, timeout_s=5)
 
 
 @pytest.fixture

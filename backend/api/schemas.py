@@ -46,7 +46,9 @@ class DlqEntry(BaseModel):
     )
     timeout_s: float
     error: ErrorInfo | None
-    attempts: int
+    attempts: int = Field(description="tries started, interrupted ones included")
+    failures: int = Field(0, description="the job's own upstream failures (these spend retries)")
+    stalls: int = Field(0, description="tries whose worker was lost (a separate cap)")
     history: list[Attempt]
     created_at: float
     request_id: str | None

@@ -54,12 +54,16 @@ def queue_state(inflight: int, limits: LimitSettings) -> QueueState:
     return QueueState.OK
 
 
-def eta_s(position: int, active: int, slots: int, median_duration_s: float) -> float:
-    """Wait of the job at 1-based ``position`` among waiting ones (see the module docstring)."""
+def eta_s(
+    position: int, active: int, slots: int, median_duration_s: float, defer_s: float = 0.0
+) -> float:
+    """Wait of the job at 1-based ``position`` among waiting ones (see the module docstring),
+    and never less than ``defer_s``, the time a deferred job must still wait to start."""
+    wait = 0.0
     behind_free = position - max(slots - active, 0)
-    if behind_free <= 0:
-        return 0.0
-    return round(math.ceil(behind_free / max(slots, 1)) * median_duration_s, 1)
+    if behind_free > 0:
+        wait = math.ceil(behind_free / max(slots, 1)) * median_duration_s
+    return round(max(wait, defer_s), 1)
 
 
 def clamp_retry_after(seconds: float) -> int:

@@ -29,7 +29,7 @@ from backend.config import JobSettings
 from backend.errors import ErrorType
 from backend.models import ErrorInfo, JobStatus
 from backend.store import keys
-from backend.store.jobs import DeadLetter, JobStore
+from backend.store.jobs import DeadLetter, Guard, JobStore, Written
 
 log = structlog.get_logger(__name__)
 
@@ -92,12 +92,14 @@ class Reconciler:
         )
         failed = record.finished_as(JobStatus.FAILED, at=now, error=error)
         dead = DeadLetter(failed.dead_letter_entry(now), self._settings.dlq_retention_s)
-        finished = await self._jobs.finish(
-            failed, keep_s=self._settings.keep_finished_s, dead_letter=dead
+        written, _ = await self._jobs.finish(
+            failed,
+            guard=Guard.rev(record.rev),
+            keep_s=self._settings.keep_finished_s,
+            dead_letter=dead,
         )
+        finished = written is Written.APPLIED
         if finished:
-            # Take it off arq's queue too (its job key may have expired while it waited).
-            await self._redis.zrem(self._queue_name, job_id)
             metrics.JOBS_FINISHED.labels("failed").inc()
             log.warning("job_lost", job_id=job_id)
         return finished

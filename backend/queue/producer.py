@@ -76,7 +76,8 @@ class Producer:
         duplicate = await self._res.jobs.recent_duplicate(user, record.cache_key)
         if duplicate is not None:
             view = await self.view(duplicate, deduplicated=True)
-            if view is not None:
+            # A cancelled or failed job would never give this request its sprite.
+            if view is not None and view.status not in (JobStatus.CANCELLED, JobStatus.FAILED):
                 metrics.JOBS_SUBMITTED.labels("deduplicated").inc()
                 return Submission(view, created=False)
         image = await self._res.cache.get(record.cache_key)
@@ -102,6 +103,7 @@ class Producer:
             slots=rates.slots,
             median_duration_s=rates.median_duration_s,
             from_dlq=from_dlq,
+            keep_s=self._settings.jobs.keep_finished_s,
         )
         code = admission.code
         if code is AdmitCode.QUEUE_FULL:

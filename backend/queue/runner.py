@@ -1,41 +1,62 @@
-"""One job's life on a worker: start, single flight, PixelLab, cache, then finish or retry.
+"""One job's life on a worker: start an attempt, single flight, PixelLab, cache, outcome.
 
-Outcomes and where they go:
-    success              -> completed, written through to the cache, slot released
-    retryable failure    -> back to queued, arq ``Retry(defer=backoff)``
-    final failure        -> failed + dead-lettered, slot released
-    cancelled by a user  -> already finished by the API; the PixelLab call is abandoned
-    worker shutting down -> back to queued; arq runs it again on another worker
-    worker killed        -> its lease lapses; the next worker finds it ``active`` (stalled)
+Each attempt holds a **fence** (a fresh token, ``JobStore.start_attempt``); every write it
+makes is refused once another writer has moved the job on, and a refused write makes the
+runner abandon the job at once (``FencedOut``). Outcomes and where they go:
+    success                    -> completed, written through to the cache, slot released
+    own retryable failure      -> back to the queue after a backoff; spends a retry
+    own final failure          -> failed + dead-lettered, slot released
+    cancelled by a user        -> already final (the API's finishJob); the call is abandoned
+    worker shutting down       -> back to the queue at once (``interrupted``, spends nothing)
+    our Redis failing          -> back to the queue when Redis answers again, else the lease
+                                  lapses and another attempt takes over; spends nothing
+    worker killed              -> its lease lapses; the next attempt records it ``stalled``
+                                  (a separate cap, ``max_stalls``)
+    fenced out (lease lost)    -> abandoned; the attempt that took over owns the job
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
-from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from backend import metrics
 from backend.cache import CachedImage, TieredCache
 from backend.config import JobSettings
-from backend.errors import ErrorType, UpstreamError
+from backend.errors import ErrorType, FencedOut, UpstreamError
+from backend.limits.estimates import QueueEstimates
 from backend.models import Attempt, ErrorInfo, JobRecord, JobStatus, Stage
 from backend.pixellab import PixelLabClient
 from backend.queue.producer import result_info
-from backend.retry import classify_exception, retry_delay_s, should_retry
+from backend.retry import classify_exception, retry_delay_s, should_retry, visible_message
 from backend.store import keys
-from backend.store.jobs import DeadLetter, JobStore
+from backend.store.jobs import DeadLetter, Guard, JobStore, Written
 
 log = structlog.get_logger(__name__)
 
-FLIGHT_POLL_S = 0.1
+# How often a job waiting on another job's call checks whether that call has ended.
+FLIGHT_POLL_S = 0.05
+# How long a shared final outcome (invalid_request) stays readable for the waiters.
+FLIGHT_OUTCOME_KEEP_MS = 60_000
+# After our own Redis failed mid-attempt: wait this long, then try once to requeue.
 STORE_RETRY_S = 1.0
+# Attempts to start a job whose record keeps changing under the read (compare-and-set).
+START_TRIES = 5
+
+
+@dataclass
+class RunningAttempt:
+    """What the worker's lease loop needs to renew an attempt, or to abandon it."""
+
+    token: str
+    task: asyncio.Task[Any]
+    flight: str = ""  # the single-flight lock key while this attempt holds it
 
 
 @dataclass
@@ -43,112 +64,185 @@ class JobRunner:
     jobs: JobStore
     cache: TieredCache
     pixellab: PixelLabClient
-    redis: aioredis.Redis
+    estimates: QueueEstimates
     settings: JobSettings
-    # job id -> single-flight lock it holds; the worker's lease loop renews these.
-    held_flights: dict[str, str] = field(default_factory=dict)
-    _running: set[asyncio.Task[Any]] = field(default_factory=set)
+    worker_id: str
+    # job id -> the attempt this worker runs; renewed by the worker's lease loop.
+    attempts: dict[str, RunningAttempt] = field(default_factory=dict)
 
-    async def run(self, job_id: str) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._running.add(task)
-        try:
-            await self._run(job_id)
-        except RedisError as exc:
-            # Our own store failed: not the job's fault, and not a reason to drop it (arq
-            # counts a plain exception as final). Ask arq to run it again; the next try finds
-            # it ``active`` and records this one as stalled.
-            log.warning("job_store_failed", job_id=job_id, error=type(exc).__name__)
-            raise Retry(defer=STORE_RETRY_S) from exc
-        finally:
-            self._running.discard(task)
+    @property
+    def lease_ms(self) -> int:
+        return int(self.settings.lease_s * 1000)
+
+    def leases(self) -> dict[str, tuple[str, str]]:
+        """``job id -> (token, flight key or "")`` of every running attempt."""
+        return {job_id: (a.token, a.flight) for job_id, a in self.attempts.items()}
+
+    def abandon(self, job_id: str) -> None:
+        """Cancel an attempt that lost its fence: its PixelLab call is dropped at once."""
+        attempt = self.attempts.get(job_id)
+        if attempt is not None and not attempt.task.done():
+            log.warning("job_abandoned", job_id=job_id, reason="fenced out")
+            attempt.task.cancel()
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait for running jobs to wind up (they requeue themselves when cancelled).
+        """Wait for running attempts to wind up (they requeue themselves when cancelled).
 
         arq's ``close()`` gathers its job tasks without ``return_exceptions``, so it moves
         on to ``on_shutdown`` at the first cancelled one; clients must outlive the rest.
         """
-        if self._running:
-            await asyncio.wait(set(self._running), timeout=timeout_s)
+        tasks = {a.task for a in self.attempts.values()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
-    async def _run(self, job_id: str) -> None:
-        record = await self.jobs.get(job_id)
-        if record is None or record.status.finished:
-            log.info("job_skipped", job_id=job_id, reason="finished or gone")
+    async def run(self, job_id: str) -> None:
+        started = await self._start(job_id)
+        if started is None:
             return
-        with structlog.contextvars.bound_contextvars(
-            job_id=job_id, user_id=record.user, request_id=record.request_id
-        ):
-            if record.status is JobStatus.ACTIVE:
-                record = _mark_stalled(record)
-                stalls = sum(a.outcome == "stalled" for a in record.history)
-                if stalls > self.settings.max_stalls:
-                    message = f"the job's worker was lost {stalls} times"
-                    await self._fail(record, ErrorType.INTERNAL, message, retry=False)
-                    return
-                log.warning("job_stalled", stalls=stalls)
-            await self._attempt(record)
+        record, token = started
+        task = asyncio.current_task()
+        assert task is not None
+        self.attempts[job_id] = RunningAttempt(token, task)
+        try:
+            with structlog.contextvars.bound_contextvars(
+                job_id=job_id, user_id=record.user, request_id=record.request_id
+            ):
+                await self._attempt(record, token)
+        except RedisError as exc:
+            log.warning("job_store_failed", job_id=job_id, error=type(exc).__name__)
+            await self._requeue_after_store_failure(record, token)
+        finally:
+            self.attempts.pop(job_id, None)
 
-    async def _attempt(self, record: JobRecord) -> None:
-        now = time.time()
-        record = record.model_copy(
-            update={
-                "status": JobStatus.ACTIVE,
-                "stage": Stage.STARTED,
-                "progress": 5,
-                "attempts": record.attempts + 1,
-                "history": [*record.history, Attempt(number=record.attempts + 1, started_at=now)],
-                "started_at": record.started_at or now,
-            }
-        )
-        started = await self.jobs.transition(
-            record, "status", "stage", "progress", "attempts", "history", "started_at",
-            allowed_from=(JobStatus.QUEUED, JobStatus.ACTIVE), active="add",
-        )  # fmt: skip
-        if not started:
-            return
-        if record.attempts == 1:
-            metrics.JOB_WAIT.observe(max(now - record.created_at, 0.0))
-        log.info("job_started", attempt=record.attempts)
+    # ---- starting -------------------------------------------------------------------------
+
+    async def _start(self, job_id: str) -> tuple[JobRecord, str] | None:
+        """Take the job's fence for a new attempt; None when it is not ours to run."""
+        for _ in range(START_TRIES):
+            record = await self.jobs.get(job_id)
+            if record is None or record.status.finished:
+                await self.jobs.drop_stale(job_id)
+                log.info("job_skipped", job_id=job_id, reason="finished or gone")
+                return None
+            record = await self._close_lost_attempt(record)
+            if record is None:
+                return None
+            token = uuid.uuid4().hex
+            now = time.time()
+            attempt = Attempt(number=record.attempts + 1, started_at=now)
+            started = record.model_copy(
+                update={
+                    "status": JobStatus.ACTIVE,
+                    "stage": Stage.STARTED,
+                    "progress": 5,
+                    "attempts": attempt.number,
+                    "history": [*record.history, attempt],
+                    "started_at": record.started_at or now,
+                }
+            )
+            # ``record`` keeps the revision it was read at: the start is a compare-and-set.
+            written, value = await self.jobs.start_attempt(
+                record, started, token=token, worker_id=self.worker_id,
+                lease_ms=self.lease_ms,
+            )  # fmt: skip
+            if written is Written.APPLIED:
+                if attempt.number == 1:
+                    metrics.JOB_WAIT.observe(max(now - record.created_at, 0.0))
+                log.info("job_started", job_id=job_id, attempt=attempt.number)
+                return started.model_copy(update={"rev": value, "fence": token}), token
+            if written is Written.FINAL:
+                await self.jobs.drop_stale(job_id)
+                return None
+        log.warning("job_start_contended", job_id=job_id, tries=START_TRIES)
+        return None
+
+    async def _close_lost_attempt(self, record: JobRecord) -> JobRecord | None:
+        """A job still ``active`` lost its runner (arq let us take it: its lease lapsed).
+
+        Its worker still beating means the attempt was cut off by us (its Redis link, a
+        stall of its loop): ``interrupted``. A dead worker makes it ``stalled``, and past
+        ``max_stalls`` the job is dead-lettered (a job that keeps killing its workers).
+        Returns the record with the lost attempt closed, or None if it was dead-lettered.
+        """
+        if record.status is not JobStatus.ACTIVE:
+            return record
+        alive = await self.jobs.worker_alive(record.worker)
+        outcome = "interrupted" if alive else "stalled"
+        stalls = record.stalls + (0 if alive else 1)
+        history = _close_attempt(record.history, time.time(), outcome)
+        closed = record.model_copy(update={"history": history, "stalls": stalls})
+        log.warning("job_taken_over", job_id=record.job_id, outcome=outcome, stalls=stalls)
+        if stalls <= self.settings.max_stalls:
+            return closed
+        message = f"the job's worker was lost {stalls} times"
+        error = ErrorInfo(type=ErrorType.INTERNAL, message=message, retryable=False)
+        await self._dead_letter(closed, Guard.rev(record.rev), error, history)
+        return None
+
+    # ---- one attempt ----------------------------------------------------------------------
+
+    async def _attempt(self, record: JobRecord, token: str) -> None:
         began = time.monotonic()
         try:
-            async with asyncio.timeout(record.timeout_s):
-                image, shared = await self._generate(record)
+            image, shared = await self._generate(record, token)
         except asyncio.CancelledError:
             # Awaited directly (not shielded): the worker waits for this before it closes
-            # its clients, and a cancellation is delivered only once.
-            await self._on_cancelled(record)
+            # its clients, and a cancellation is delivered only once. A cancelled or
+            # taken-over job refuses the requeue (fenced): only a shutdown requeues.
+            try:
+                await self._requeue_interrupted(record, token, reason="worker shutting down")
+            except RedisError:
+                log.warning("job_left_to_lease", reason="store failed during shutdown")
             raise
+        except FencedOut:
+            log.warning("job_abandoned", reason="fenced out")
+            return
         except RedisError:
             raise  # our own store failed, not the job: see run()
         except Exception as exc:  # every other failure is classified; none escapes
             metrics.JOB_DURATION.observe(time.monotonic() - began)
-            await self._on_failure(record, exc)
+            await self._on_failure(record, token, exc)
             return
         duration = time.monotonic() - began
         metrics.JOB_DURATION.observe(duration)
-        await self._complete(record, image, shared=shared, duration_s=duration)
+        await self._complete(record, token, image, shared=shared, duration_s=duration)
 
-    async def _generate(self, record: JobRecord) -> tuple[CachedImage, bool]:
-        """The image, and whether it came from another job's call (cache or single flight)."""
+    async def _generate(self, record: JobRecord, token: str) -> tuple[CachedImage, bool]:
+        """The image, and whether it came from another job's call (cache or single flight).
+
+        Single flight: one attempt per cache key holds ``sq:flight:{key}`` (a lease, renewed
+        with the attempt's own) and calls PixelLab; the others wait while it is held, however
+        long the call takes. When the holder lets go, a waiter finds the image in the cache,
+        or the holder's final failure (shared without a call), or takes the lock itself:
+        exactly one of them, since taking it is a ``SET NX``.
+        """
         cached = await self.cache.get(record.cache_key)
         if cached is not None:
             return cached, True
-        flight_key = keys.flight(record.cache_key)
-        owner = await self._take_flight(flight_key, record.job_id)
-        if not owner:
-            shared = await self._wait_for_flight(flight_key, record.cache_key)
+        while True:
+            if await self.jobs.take_flight(record.cache_key, token, lease_ms=self.lease_ms):
+                return await self._call(record, token), False
+            shared = await self._wait_for_flight(record)
             if shared is not None:
                 return shared, True
-            log.info("single_flight_gave_up", waited_s=self.settings.single_flight_wait_s)
+
+    async def _call(self, record: JobRecord, token: str) -> CachedImage:
+        """Call PixelLab while holding the flight lock; let it go however the call ends."""
+        attempt = self.attempts.get(record.job_id)
+        if attempt is not None:
+            attempt.flight = keys.flight(record.cache_key)
+        outcome: dict[str, Any] | None = None
         try:
-            await self._progress(record, Stage.SUBMITTED, 10)
-            generated = await self.pixellab.generate_pixflux(
-                record.request, timeout_s=record.timeout_s
-            )
-            await self._progress(record, Stage.RECEIVED, 90)
+            await self._progress(record, token, Stage.SUBMITTED, 10)
+            try:
+                generated = await self.pixellab.generate_pixflux(
+                    record.request, timeout_s=record.timeout_s
+                )
+            except UpstreamError as exc:
+                if exc.error_type is ErrorType.INVALID_REQUEST:
+                    # The same request would fail the same way: the waiters share it.
+                    outcome = {"type": exc.error_type.value, "message": exc.message}
+                raise
             image = CachedImage.new(
                 record.cache_key,
                 generated.png,
@@ -156,110 +250,131 @@ class JobRunner:
                 height=generated.height,
                 request=record.request,
             )
+            # Cached before anything else: the call is paid for, and a fenced-out attempt's
+            # image still serves the attempt that took over.
             await self.cache.put(image)
-            return image, False
+            await self._progress(record, token, Stage.RECEIVED, 90)
+            return image
         finally:
-            if owner:
-                self.held_flights.pop(record.job_id, None)
-                await self._release_flight(flight_key, record.job_id)
+            if attempt is not None:
+                attempt.flight = ""
+            await asyncio.shield(
+                self.jobs.release_flight(
+                    record.cache_key, token, outcome=outcome, keep_ms=FLIGHT_OUTCOME_KEEP_MS
+                )
+            )
 
-    async def _take_flight(self, flight_key: str, job_id: str) -> bool:
-        """Take the single-flight lock for this key.
-
-        The lock is a lease (renewed by the worker's lease loop while the job runs), so a
-        crashed holder frees it within ``lease_s``. A lock still held by this same job is a
-        previous attempt that died with its worker: taken over at once.
-        """
-        lease_ms = int(self.settings.lease_s * 1000)
-        owner = bool(await self.redis.set(flight_key, job_id, nx=True, px=lease_ms))
-        if not owner and (await self.redis.get(flight_key) or b"").decode() == job_id:
-            owner = bool(await self.redis.set(flight_key, job_id, px=lease_ms))
-        if owner:
-            self.held_flights[job_id] = flight_key
-        return owner
-
-    async def _wait_for_flight(self, flight_key: str, cache_key: str) -> CachedImage | None:
-        """Wait (bounded) for the job that holds the flight lock, then read its result."""
-        deadline = time.monotonic() + self.settings.single_flight_wait_s
-        # Polling Redis, not an in-process Event: the lock holder may be another worker.
-        while time.monotonic() < deadline and await self.redis.exists(flight_key):  # noqa: ASYNC110
+    async def _wait_for_flight(self, record: JobRecord) -> CachedImage | None:
+        """Wait while another attempt holds the flight lock; then its image, or None to try
+        taking the lock. Raises the holder's final failure, which this request shares."""
+        while True:
+            held, outcome = await self.jobs.flight_state(record.cache_key)
+            if not held:
+                break
             await asyncio.sleep(FLIGHT_POLL_S)
-        return await self.cache.get(cache_key)
+        image = await self.cache.get(record.cache_key)
+        if image is not None:
+            return image
+        if outcome is not None and outcome.get("type") == ErrorType.INVALID_REQUEST.value:
+            raise UpstreamError(
+                str(outcome.get("message", "")), error_type=ErrorType.INVALID_REQUEST
+            )
+        return None
 
-    async def _release_flight(self, flight_key: str, job_id: str) -> None:
-        await self.jobs.release_lock(flight_key, owner=job_id)
-
-    async def _progress(self, record: JobRecord, stage: Stage, progress: int) -> None:
+    async def _progress(self, record: JobRecord, token: str, stage: Stage, progress: int) -> None:
         update = record.model_copy(update={"stage": stage, "progress": progress})
-        await self.jobs.transition(update, "stage", "progress", allowed_from=(JobStatus.ACTIVE,))
+        if not await self.jobs.progress(update, "stage", "progress", token=token):
+            raise FencedOut("the attempt lost its fence")
+
+    # ---- outcomes -------------------------------------------------------------------------
 
     async def _complete(
-        self, record: JobRecord, image: CachedImage, *, shared: bool, duration_s: float
+        self, record: JobRecord, token: str, image: CachedImage, *, shared: bool, duration_s: float
     ) -> None:
         now = time.time()
         done = record.finished_as(
             JobStatus.COMPLETED,
             at=now,
             cached=shared,
+            error=None,  # an earlier try's failure is history now
             result=result_info(record.job_id, image),
             history=_close_attempt(record.history, now, "completed"),
         )
-        if await self.jobs.finish(
-            done, keep_s=self.settings.keep_finished_s, duration_s=duration_s
-        ):
+        written, _ = await self.jobs.finish(
+            done, guard=Guard.fence(token), keep_s=self.settings.keep_finished_s,
+            duration_s=duration_s,
+        )  # fmt: skip
+        if written is Written.APPLIED:
             metrics.JOBS_FINISHED.labels("completed").inc()
             log.info("job_completed", duration_s=round(duration_s, 3), shared=shared)
+        else:
+            log.warning("job_abandoned", reason="fenced out at completion")
 
-    async def _on_failure(self, record: JobRecord, exc: Exception) -> None:
-        error_type = ErrorType.TIMEOUT if isinstance(exc, TimeoutError) else classify_exception(exc)
-        message = str(exc) or type(exc).__name__
+    async def _on_failure(self, record: JobRecord, token: str, exc: Exception) -> None:
+        error_type = classify_exception(exc)
         if error_type is ErrorType.INTERNAL:
-            log.exception("job_crashed", error=message)
-        retry = should_retry(error_type, record.attempts, self.settings.max_retries)
-        await self._fail(record, error_type, message, retry=retry, exc=exc)
-
-    async def _fail(
-        self,
-        record: JobRecord,
-        error_type: ErrorType,
-        message: str,
-        *,
-        retry: bool,
-        exc: Exception | None = None,
-    ) -> None:
-        now = time.time()
-        error = ErrorInfo(type=error_type, message=message[:500], retryable=retry)
-        history = _close_attempt(record.history, now, "failed", error)
-        if retry:
-            retry_after = exc.retry_after_s if isinstance(exc, UpstreamError) else None
-            delay = retry_delay_s(record.attempts, error_type, retry_after, self.settings)
-            queued = record.requeued(history=history, error=error)
-            await self.jobs.transition(
-                queued, "status", "stage", "progress", "history", "error",
-                allowed_from=(JobStatus.ACTIVE,), active="rem",
-            )  # fmt: skip
+            log.exception("job_crashed", error_type=type(exc).__name__)
+        failures = record.failures + 1
+        retry = should_retry(error_type, failures, self.settings.max_retries)
+        message = visible_message(error_type, exc, record.job_id)
+        error = ErrorInfo(type=error_type, message=message, retryable=retry)
+        history = _close_attempt(record.history, time.time(), "failed", error)
+        failed = record.model_copy(update={"failures": failures})
+        if not retry:
+            await self._dead_letter(failed, Guard.fence(token), error, history)
+            return
+        retry_after = exc.retry_after_s if isinstance(exc, UpstreamError) else None
+        delay = retry_delay_s(failures, error_type, retry_after, self.settings)
+        queued = failed.requeued(history=history, error=error)
+        placed = await self._requeue(queued, token, defer_s=delay, extra=("error", "failures"))
+        if placed:
             metrics.JOB_RETRIES.labels(error_type.value).inc()
             log.info("job_retry_scheduled", error_type=error_type.value, delay_s=round(delay, 2))
-            raise Retry(defer=delay)
-        failed = record.finished_as(JobStatus.FAILED, at=now, error=error, history=history)
-        entry = failed.dead_letter_entry(now)
-        dead = DeadLetter(entry, self.settings.dlq_retention_s)
-        if await self.jobs.finish(failed, keep_s=self.settings.keep_finished_s, dead_letter=dead):
-            metrics.JOBS_FINISHED.labels("failed").inc()
-            log.warning("job_dead_lettered", error_type=error_type.value, attempts=record.attempts)
 
-    async def _on_cancelled(self, record: JobRecord) -> None:
-        """Cancelled by a user (already finished by the API) or by a shutdown (requeue)."""
-        current = await self.jobs.get(record.job_id)
-        if current is None or current.status is not JobStatus.ACTIVE:
-            log.info("job_abandoned", reason="cancelled")
-            return
-        requeued = record.requeued(history=_close_attempt(record.history, time.time(), "requeued"))
-        await self.jobs.transition(
-            requeued, "status", "stage", "progress", "history",
-            allowed_from=(JobStatus.ACTIVE,), active="rem",
+    async def _dead_letter(
+        self, record: JobRecord, guard: Guard, error: ErrorInfo, history: list[Attempt]
+    ) -> None:
+        now = time.time()
+        failed = record.finished_as(JobStatus.FAILED, at=now, error=error, history=history)
+        dead = DeadLetter(failed.dead_letter_entry(now), self.settings.dlq_retention_s)
+        written, _ = await self.jobs.finish(
+            failed, guard=guard, keep_s=self.settings.keep_finished_s, dead_letter=dead
+        )
+        if written is Written.APPLIED:
+            metrics.JOBS_FINISHED.labels("failed").inc()
+            log.warning(
+                "job_dead_lettered", job_id=record.job_id, error_type=error.type.value,
+                attempts=record.attempts, failures=record.failures, stalls=record.stalls,
+            )  # fmt: skip
+
+    async def _requeue_interrupted(self, record: JobRecord, token: str, *, reason: str) -> bool:
+        """Back to the queue at once, spending no retry: the interruption was ours."""
+        history = _close_attempt(record.history, time.time(), "interrupted")
+        placed = await self._requeue(record.requeued(history=history), token, defer_s=0.0)
+        if placed:
+            log.info("job_requeued", reason=reason)
+        return placed
+
+    async def _requeue_after_store_failure(self, record: JobRecord, token: str) -> None:
+        """Our Redis failed mid-attempt: requeue once it answers, else leave it to the lease."""
+        await asyncio.sleep(STORE_RETRY_S)
+        try:
+            await self._requeue_interrupted(record, token, reason="store failed")
+        except RedisError:
+            log.warning("job_left_to_lease", job_id=record.job_id)
+
+    async def _requeue(
+        self, queued: JobRecord, token: str, *, defer_s: float, extra: tuple[str, ...] = ()
+    ) -> bool:
+        rates = await self.estimates.rates()
+        placed = await self.jobs.requeue(
+            queued, "status", "stage", "progress", "history", *extra,
+            token=token, defer_s=defer_s, slots=rates.slots,
+            median_duration_s=rates.median_duration_s,
         )  # fmt: skip
-        log.info("job_requeued", reason="worker shutting down")
+        if placed is None:
+            log.info("job_abandoned", reason="fenced out before requeue")
+        return placed is not None
 
 
 def _close_attempt(
@@ -269,8 +384,3 @@ def _close_attempt(
         return history
     last = history[-1].model_copy(update={"finished_at": now, "outcome": outcome, "error": error})
     return [*history[:-1], last]
-
-
-def _mark_stalled(record: JobRecord) -> JobRecord:
-    history = _close_attempt(record.history, time.time(), "stalled")
-    return record.model_copy(update={"history": history})

@@ -3,8 +3,11 @@
 Besides arq's own loop, each worker keeps four small background loops:
 - **lease**: arq holds a job's in-progress key for the whole job timeout (+10 s), so a
   killed worker's job would wait up to 10 minutes. We shorten the key to ``lease_s`` and
-  renew it for running jobs; a dead worker stops renewing and another takes the job over
-  within ``lease_s`` + one poll (BullMQ's stalled-job check, in arq's terms).
+  renew it (and the attempt's single-flight lock) every ``lease_s / 3``, fenced by the
+  attempt's token (``renewLeases``); a dead worker stops renewing and another takes the
+  job over within ``lease_s`` + one poll (BullMQ's stalled-job check, in arq's terms). An
+  attempt whose fence is gone (cancelled, or taken over while this worker was cut off) is
+  abandoned at once.
 - **heartbeat**: the worker's concurrency and running count, for readiness and ETAs.
 - **reconciler**: frees slots whose job no longer exists (see ``limits.reconciler``).
 - **positions**: waiting jobs' places, pushed to their streams (see ``limits.positions``).
@@ -23,7 +26,6 @@ from typing import Any
 
 import structlog
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
@@ -40,8 +42,10 @@ from backend.store import keys
 
 log = structlog.get_logger(__name__)
 
-# arq's own timeout sits above ours, so ours fires first and is classified as ``timeout``.
-ARQ_TIMEOUT_MARGIN_S = 30
+# arq's own timeout is only a backstop: ours bounds the PixelLab call (``timeout_s``), and a
+# job waiting on another job's call (single flight) may wait as long as that call's lease
+# lives, so a whole attempt has no fixed bound of its own.
+ARQ_TIMEOUT_S = 7 * 24 * 3600
 # Tries are counted by us (attempt history, stalls); arq's counter is only a backstop.
 ARQ_MAX_TRIES = 1000
 RECONCILE_EVERY_S = 30.0
@@ -52,12 +56,12 @@ class WorkerLoops:
     """The lease, heartbeat, reconciler and position loops of one worker process."""
 
     def __init__(
-        self, resources: Resources, *, max_jobs: int, held_flights: dict[str, str]
+        self, resources: Resources, runner: JobRunner, *, max_jobs: int, worker_id: str
     ) -> None:
         self.resources = resources
-        self.held_flights = held_flights
+        self.runner = runner
         self.settings = resources.settings
-        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id
         self.max_jobs = max_jobs
         self.running: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,15 +85,12 @@ class WorkerLoops:
             await redis.delete(keys.worker(self.worker_id))
 
     async def renew_leases(self) -> None:
-        if not self.running and not self.held_flights:
+        leases = self.runner.leases()
+        if not leases:
             return
-        lease_ms = int(self.settings.jobs.lease_s * 1000)
-        async with self.resources.redis.pipeline(transaction=False) as pipe:
-            for job_id in self.running:
-                pipe.pexpire(in_progress_key_prefix + job_id, lease_ms)
-            for flight_key in self.held_flights.values():
-                pipe.pexpire(flight_key, lease_ms)
-            await pipe.execute()
+        lost = await self.resources.jobs.renew_leases(leases, lease_ms=self.runner.lease_ms)
+        for job_id in lost:
+            self.runner.abandon(job_id)
 
     async def heartbeat(self) -> None:
         now = time.time()
@@ -107,18 +108,42 @@ class WorkerLoops:
 
 
 class SpriteWorker(Worker):
-    """arq's worker, kept alive through a Redis outage.
+    """arq's worker, kept alive through a Redis outage, with its clean-up handed to us.
 
-    arq lets a Redis error escape its poll loop, which ends the worker. Here the loop logs it,
-    waits, and polls again, so a worker recovers by itself when Redis returns.
+    - arq lets a Redis error escape its poll loop, which ends the worker. Here the loop logs
+      it, waits, and polls again, so a worker recovers by itself when Redis returns; its
+      first act then is a heartbeat, so jobs it was running are seen as interrupted by us,
+      not stalled, when another worker takes them over.
+    - After a job, arq deletes its queue entry and payload (or re-scores the entry for a
+      retry) without checking who owns the job now. Such a late write could re-create a
+      cancelled job's queue entry or delete the entry of an admin's DLQ retry under the same
+      id. Our scripts move the job through arq's keys atomically with its state and fence
+      (``finishJob``, ``requeueJob``, ``dropStale``), so ``finish_job`` does nothing here and
+      ``finish_failed_job`` (a job arq found expired or aborted before start) drops arq's
+      entries only when the job cannot run. ``tests/integration/test_arq_hooks.py`` fails
+      loudly if arq's internals change under these hooks.
     """
+
+    _redis_down = False
 
     async def _poll_iteration(self) -> None:
         try:
+            if self._redis_down and "loops" in self.ctx:
+                await self.ctx["loops"].heartbeat()
             await super()._poll_iteration()
+            self._redis_down = False
         except (RedisError, OSError) as exc:
-            log.warning("worker_redis_unavailable", error=type(exc).__name__)
+            if not self._redis_down:
+                log.warning("worker_redis_unavailable", error=type(exc).__name__)
+            self._redis_down = True
             await asyncio.sleep(REDIS_RETRY_S)
+
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        """Nothing: the job's own scripts already moved it through arq's keys."""
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        if "resources" in self.ctx:
+            await self.ctx["resources"].jobs.drop_stale(job_id)
 
     async def close(self) -> None:
         """arq's close, made to run ``on_shutdown`` even when a job task was cancelled.
@@ -146,15 +171,17 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     async def on_startup(ctx: dict[str, Any]) -> None:
         resources = await open_resources(settings)
         http = create_http_client(settings.pixellab)
+        worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         runner = JobRunner(
             jobs=resources.jobs,
             cache=resources.cache,
             pixellab=PixelLabClient(http),
-            redis=resources.redis,
+            estimates=resources.estimates,
             settings=settings.jobs,
+            worker_id=worker_id,
         )
         loops = WorkerLoops(
-            resources, max_jobs=settings.worker.max_jobs, held_flights=runner.held_flights
+            resources, runner, max_jobs=settings.worker.max_jobs, worker_id=worker_id
         )
         ctx.update(resources=resources, http=http, loops=loops, runner=runner)
         await loops.heartbeat()
@@ -180,7 +207,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             func(
                 generate_sprite,
                 name=TASK_NAME,
-                timeout=settings.jobs.timeout_s + ARQ_TIMEOUT_MARGIN_S,
+                timeout=ARQ_TIMEOUT_S,
                 max_tries=ARQ_MAX_TRIES,
             )
         ],

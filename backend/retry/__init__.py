@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from backend.retry.backoff import backoff_s, retry_delay_s, should_retry
 from backend.retry.classify import classify_exception, classify_status, parse_retry_after
+from backend.retry.messages import visible_message
 
 __all__ = [
     "backoff_s",
@@ -12,4 +13,5 @@ __all__ = [
     "parse_retry_after",
     "retry_delay_s",
     "should_retry",
+    "visible_message",
 ]

@@ -59,12 +59,15 @@ def retry_delay_s(
     )
 
 
-def should_retry(error_type: ErrorType, attempt: int, max_retries: int) -> bool:
-    """Whether to try again after ``attempt`` tries (1-based) have failed with ``error_type``.
+def should_retry(error_type: ErrorType, failures: int, max_retries: int) -> bool:
+    """Whether to try again after the job's own calls have failed ``failures`` times (this
+    one, of ``error_type``, included).
 
-    ``max_retries`` counts retries after the first try, so at most ``1 + max_retries`` tries.
+    ``max_retries`` counts retries after the first failure, so at most ``1 + max_retries``
+    failed calls. Only the job's own upstream failures count: a try cut short by us (a
+    shutdown, a lost worker, our Redis) spends nothing.
     """
-    return error_type in RETRYABLE and 1 <= attempt <= max_retries
+    return error_type in RETRYABLE and 1 <= failures <= max_retries
 
 
 def _uniform(low: float, high: float, rng: random.Random | None) -> float:

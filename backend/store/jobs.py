@@ -1,7 +1,16 @@
-"""Job records in Redis: admit, read, move through states, finish, cancel.
+"""Job records in Redis: admit, read, start an attempt, progress, requeue, finish.
 
 Every change of state goes through one Lua script, which also appends the job's event to
 its stream and publishes it, so what SSE replays always matches what polling reads.
+
+Every write is guarded (``lua/include/guard.lua``), as BullMQ guards its writes with a lock
+token:
+- a runner writes with its attempt's **fence**, a token taken by ``start_attempt``; a
+  cancel, a takeover after a lost lease, a requeue or a final state changes or clears it,
+  so a stale runner's late write does nothing and tells the runner to abandon the job;
+- a writer that built its change from a read (a cancel, the reconciler, a new attempt)
+  passes the record's **rev** as it read it: a compare-and-set, refused if anything wrote
+  the job since (every write bumps ``rev``), and then it reads again.
 """
 
 from __future__ import annotations
@@ -13,9 +22,9 @@ from enum import IntEnum
 from typing import Any
 
 import redis.asyncio as aioredis
-from arq.constants import abort_jobs_ss, job_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
-from backend.models import JobRecord, JobStatus
+from backend.models import JobRecord
 from backend.store import keys
 from backend.store.scripts import Scripts
 
@@ -28,13 +37,6 @@ class AdmitCode(IntEnum):
     DEDUPLICATED = 2
     QUEUE_FULL = -1
     USER_LIMIT = -2
-    NOT_FOUND = -4
-
-
-class CancelCode(IntEnum):
-    CANCELLED_QUEUED = 1
-    ABORT_REQUESTED = 2
-    ALREADY_FINISHED = -3
     NOT_FOUND = -4
 
 
@@ -70,6 +72,33 @@ class DeadLetter:
     retention_s: int
 
 
+class Guard(str):
+    """Who may write a job: ``Guard.fence(token)`` for a runner, ``Guard.rev(n)`` for a
+    compare-and-set on a read (``lua/include/guard.lua``)."""
+
+    @classmethod
+    def fence(cls, token: str) -> Guard:
+        return cls(f"fence:{token}")
+
+    @classmethod
+    def rev(cls, rev: int) -> Guard:
+        return cls(f"rev:{rev}")
+
+
+class Written(IntEnum):
+    """How a guarded write ended."""
+
+    APPLIED = 1
+    FINAL = 0  # the job is already final (or gone): nothing to do
+    STALE = -1  # the guard failed: a runner is fenced out, or the record changed since read
+
+
+@dataclass(frozen=True)
+class Requeued:
+    position: int
+    estimated_wait_s: float
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -96,6 +125,7 @@ class JobStore:
         slots: int,
         median_duration_s: float,
         from_dlq: bool = False,
+        keep_s: int = 24 * 3600,
     ) -> Admission:
         """Dedup, caps, enqueue and the new job's place in one atomic step (``admitJob``).
 
@@ -114,7 +144,7 @@ class JobStore:
                 job_id, int(record.created_at * 1000), dedup_window_ms, per_user, capacity,
                 arq_payload, arq_expires_ms, _json(record.to_fields()),
                 record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, user,
-                "1" if from_dlq else "0", slots, median_duration_s,
+                "1" if from_dlq else "0", slots, median_duration_s, keep_s,
             ],
         )  # fmt: skip
         admission = Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
@@ -147,7 +177,7 @@ class JobStore:
                     slots, median_duration_s, first, min(slice_size, limit - first), waiting,
                     rules.min_wait_change_s, rules.min_wait_change_ratio, EVENTS_MAXLEN,
                     keys.EVENTS_CHANNEL, keys.job(""), keys.events(""), rules.every_move_up_to,
-                    rules.min_move_ratio, rules.max_events - announced,
+                    rules.min_move_ratio, rules.max_events - announced, now_ms(),
                 ],
             )  # fmt: skip
             announced += int(sent)
@@ -166,53 +196,155 @@ class JobStore:
             return None
         return JobRecord.from_fields({_text(k): _text(v) for k, v in fields.items()})
 
-    async def transition(
+    async def start_attempt(
+        self, read: JobRecord, started: JobRecord, *, token: str, worker_id: str, lease_ms: int
+    ) -> tuple[Written, int | str]:
+        """Begin an attempt (``startAttempt``): the fence, the lease, the ``started`` event.
+
+        ``started`` is ``read`` with the attempt's fields; the write is a compare-and-set on
+        ``read.rev``. Returns ``(APPLIED, new rev)``, ``(FINAL, status)`` for a job no longer
+        runnable, or ``(STALE, status)`` when the record changed since ``read``.
+        """
+        job_id = read.job_id
+        code, value = await self._scripts.run(
+            "startAttempt",
+            [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id],
+            [
+                Guard.rev(read.rev), token, worker_id, now_ms(), lease_ms,
+                _json(started.to_fields("status", "stage", "progress", "attempts", "history",
+                                        "started_at", "stalls")),
+                started.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id,
+            ],
+        )  # fmt: skip
+        written = Written(int(code))
+        return written, int(value) if written is Written.APPLIED else _text(value)
+
+    async def progress(self, record: JobRecord, *fields: str, token: str) -> bool:
+        """A running attempt's new stage; False when fenced out (abandon the job)."""
+        rev = await self._scripts.run(
+            "progressJob",
+            [keys.job(record.job_id), keys.events(record.job_id)],
+            [
+                Guard.fence(token), _json(record.to_fields(*fields)),
+                record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL,
+                record.job_id,
+            ],
+        )  # fmt: skip
+        return bool(rev)
+
+    async def requeue(
         self,
         record: JobRecord,
         *fields: str,
-        allowed_from: tuple[JobStatus, ...],
-        active: str = "keep",
-    ) -> bool:
-        """Store the named fields of ``record`` if the job is in ``allowed_from``; emit progress."""
-        applied = await self._scripts.run(
-            "transitionJob",
-            [keys.job(record.job_id), keys.events(record.job_id), keys.ACTIVE],
+        token: str,
+        defer_s: float,
+        slots: int,
+        median_duration_s: float,
+    ) -> Requeued | None:
+        """Back to the queue, to start no sooner than ``defer_s`` from now (``requeueJob``);
+        None when fenced out."""
+        job_id, now = record.job_id, now_ms()
+        code, *place = await self._scripts.run(
+            "requeueJob",
+            [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id,
+             self.queue_name],
             [
-                record.job_id, ",".join(allowed_from), active, now_ms(),
-                _json(record.to_fields(*fields)), "progress", record.view().model_dump_json(),
-                EVENTS_MAXLEN, keys.EVENTS_CHANNEL,
+                Guard.fence(token), now, now + int(defer_s * 1000),
+                _json(record.to_fields(*fields)), record.view().model_dump_json(),
+                EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id, slots, median_duration_s,
             ],
         )  # fmt: skip
-        return bool(applied)
+        if not int(code):
+            return None
+        return Requeued(int(place[0]), float(place[1]))
 
     async def finish(
         self,
         record: JobRecord,
         *,
+        guard: Guard,
         keep_s: int,
         duration_s: float | None = None,
         dead_letter: DeadLetter | None = None,
-    ) -> bool:
-        """Final state, slot released, final event; False if it was already finished."""
+    ) -> tuple[Written, str]:
+        """Final state, slot released, out of arq's queue, final event (``finishJob``).
+
+        Returns ``(APPLIED, "")``, ``(FINAL, status)`` if it was already final or gone, or
+        ``(STALE, status)`` if ``guard`` no longer holds.
+        """
         job_id = record.job_id
-        applied = await self._scripts.run(
+        code, *status = await self._scripts.run(
             "finishJob",
             [
                 keys.job(job_id), keys.events(job_id), keys.INFLIGHT, keys.ACTIVE,
                 keys.user_inflight(record.user), keys.DURATIONS, keys.DLQ,
                 keys.dlq_entry(job_id), keys.INFLIGHT_USERS,
+                keys.dedup(record.user, record.cache_key), job_key_prefix + job_id,
+                in_progress_key_prefix + job_id, retry_key_prefix + job_id, self.queue_name,
+                abort_jobs_ss,
             ],
             [
-                job_id, now_ms(),
+                guard, job_id, now_ms(),
                 _json(record.to_fields("status", "stage", "progress", "finished_at", "error",
-                                       "result", "attempts", "history", "cached")),
+                                       "result", "attempts", "failures", "history", "cached")),
                 record.status.value, record.view().model_dump_json(), EVENTS_MAXLEN,
                 keys.EVENTS_CHANNEL, keep_s, "" if duration_s is None else f"{duration_s:.3f}",
                 "" if dead_letter is None else _json(dead_letter.entry),
                 0 if dead_letter is None else dead_letter.retention_s,
             ],
         )  # fmt: skip
-        return bool(applied)
+        return Written(int(code)), _text(status[0]) if status else ""
+
+    async def drop_stale(self, job_id: str) -> bool:
+        """Take arq's entries for a job that cannot run out of arq's queue (``dropStale``)."""
+        arq_keys = [job_key_prefix, in_progress_key_prefix, retry_key_prefix]
+        dropped = await self._scripts.run(
+            "dropStale",
+            [keys.job(job_id), *(prefix + job_id for prefix in arq_keys), self.queue_name],
+            [job_id],
+        )
+        return bool(dropped)
+
+    async def renew_leases(
+        self, attempts: dict[str, tuple[str, str]], *, lease_ms: int
+    ) -> list[str]:
+        """Renew each attempt's lease and flight lock (``job id -> (token, flight key or
+        "")``); returns the job ids whose attempt lost its fence."""
+        if not attempts:
+            return []
+        args: list[Any] = [lease_ms, keys.job(""), in_progress_key_prefix]
+        for job_id, (token, flight) in attempts.items():
+            args += [job_id, token, flight]
+        lost = await self._scripts.run("renewLeases", [], args)
+        return [_text(job_id) for job_id in lost]
+
+    async def take_flight(self, cache_key: str, token: str, *, lease_ms: int) -> bool:
+        """Take the single-flight lock of ``cache_key`` for this attempt (``SET NX``)."""
+        return bool(await self._redis.set(keys.flight(cache_key), token, nx=True, px=lease_ms))
+
+    async def flight_state(self, cache_key: str) -> tuple[bool, dict[str, Any] | None]:
+        """Whether the flight lock is held, and the outcome its last holder left, if any."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(keys.flight(cache_key))
+            pipe.get(keys.flight_outcome(cache_key))
+            held, outcome = await pipe.execute()
+        return bool(held), None if outcome is None else json.loads(outcome)
+
+    async def release_flight(
+        self, cache_key: str, token: str, *, outcome: dict[str, Any] | None, keep_ms: int
+    ) -> bool:
+        """Let the flight lock go if this attempt holds it, leaving ``outcome`` for waiters."""
+        return bool(
+            await self._scripts.run(
+                "releaseFlight",
+                [keys.flight(cache_key), keys.flight_outcome(cache_key)],
+                [token, "" if outcome is None else _json(outcome), keep_ms],
+            )
+        )
+
+    async def worker_alive(self, worker_id: str) -> bool:
+        """Whether a worker still sends heartbeats (its key expires a few beats after)."""
+        return bool(worker_id) and bool(await self._redis.exists(keys.worker(worker_id)))
 
     async def record_finished(self, record: JobRecord, *, keep_s: int) -> None:
         """Store a job that never queued (a cache hit) with its final event, in one MULTI."""
@@ -223,6 +355,7 @@ class JobStore:
             pipe.expire(keys.job(job_id), keep_s)
             pipe.zadd(keys.user_jobs(record.user), {job_id: int(record.created_at * 1000)})
             pipe.zremrangebyrank(keys.user_jobs(record.user), 0, -101)
+            pipe.expire(keys.user_jobs(record.user), keep_s)
             pipe.xadd(
                 keys.events(job_id),
                 {"event": record.status.value, "data": data},
@@ -237,19 +370,6 @@ class JobStore:
     async def count_cache_miss(self) -> None:
         """Submission-level misses, exact across API processes (hits: ``record_finished``)."""
         await self._redis.hincrby(keys.STATS, "cache_misses", 1)  # type: ignore[misc]
-
-    async def request_cancel(self, job_id: str) -> tuple[CancelCode, str]:
-        """Take a queued job off arq's queue, or ask arq to abort a running one."""
-        code, status = await self._scripts.run(
-            "cancelJob",
-            [keys.job(job_id), self.queue_name, abort_jobs_ss, job_key_prefix + job_id],
-            [job_id, now_ms()],
-        )
-        return CancelCode(int(code)), _text(status)
-
-    async def release_lock(self, key: str, *, owner: str) -> bool:
-        """Delete ``key`` if ``owner`` still holds it (``releaseLock-1.lua``)."""
-        return bool(await self._scripts.run("releaseLock", [key], [owner]))
 
     async def user_job_ids(self, user: str, limit: int = 50) -> list[str]:
         ids = await self._redis.zrevrange(keys.user_jobs(user), 0, limit - 1)

@@ -56,6 +56,11 @@ def flight(cache_key: str) -> str:
     return f"{PREFIX}flight:{cache_key}"
 
 
+def flight_outcome(cache_key: str) -> str:
+    """How the last single-flight call for this key ended, for the jobs that waited on it."""
+    return f"{PREFIX}flight-outcome:{cache_key}"
+
+
 def token(token_hash: str) -> str:
     return f"{PREFIX}token:{token_hash}"
 

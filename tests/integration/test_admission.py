@@ -29,6 +29,7 @@ from backend.queue.producer import Producer
 from backend.queue.resources import Resources, open_resources
 from backend.store import jobs as jobs_module
 from backend.store import keys
+from backend.store.jobs import Guard, Written
 from backend.store.tokens import TokenStore
 from fixtures.factories import auth, sprite_request
 from fixtures.stack import spawn, stop_process, wait_http
@@ -386,20 +387,21 @@ async def test_reconciler_frees_orphaned_slots_and_leaves_healthy_jobs_alone(
     assert await redis.exists(job_key_prefix + healthy) == 1
 
 
-async def test_reconciler_does_not_fail_a_job_caught_mid_cancel(
+async def test_a_cancel_is_one_step_that_leaves_nothing_for_the_reconciler(
     resources: Resources, settings: Settings, redis: aioredis.Redis
 ) -> None:
     job_id = await submit(resources, "alice", "a knight being cancelled")
     record = await resources.jobs.get(job_id)
     assert record is not None
-    # The API's cancel is two round trips: off arq's queue, then finished as cancelled.
-    # A reconciler run in between sees a queued job that arq no longer holds.
-    await resources.jobs.request_cancel(job_id)
+    cancelled = record.finished_as(JobStatus.CANCELLED, at=time.time())
+    written, _ = await resources.jobs.finish(cancelled, guard=Guard.rev(record.rev), keep_s=60)
+    assert written is Written.APPLIED
+    # Final state, slot and arq's entries went together: no half-cancelled job to repair.
+    assert await redis.zscore(settings.queue_name, job_id) is None
+    assert await redis.exists(job_key_prefix + job_id) == 0
     reconciler = Reconciler(resources.redis, resources.jobs, settings.jobs)
     later = time.time() + GRACE_S + 1
     assert await reconciler.run_once(later) == 0
-    cancelled = record.model_copy(update={"status": JobStatus.CANCELLED})
-    assert await resources.jobs.finish(cancelled, keep_s=60)
     assert await reconciler.run_once(later + CONFIRM_S) == 0
     assert (await resources.jobs.get(job_id)).status is JobStatus.CANCELLED  # type: ignore[union-attr]
     assert await redis.zcard(keys.DLQ) == 0

@@ -18,6 +18,7 @@ from backend.models import JobRecord, JobStatus, Stage
 from backend.store import keys
 from backend.store.jobs import Admission, Announcement, JobStore, PlaceRules
 from backend.store.scripts import Scripts, with_includes
+from fixtures.attempts import start_attempt
 
 SLOTS, MEDIAN_S = 1, 20.0
 
@@ -76,14 +77,8 @@ async def event_count(redis: aioredis.Redis, job_id: str) -> int:
     return int(await redis.xlen(keys.events(job_id)))
 
 
-async def start(store: JobStore, job_id: str) -> JobRecord:
-    record = await store.get(job_id)
-    assert record is not None
-    running = record.model_copy(update={"status": JobStatus.ACTIVE, "stage": Stage.STARTED,
-                                        "progress": 5, "started_at": time.time()})  # fmt: skip
-    assert await store.transition(running, "status", "stage", "progress", "started_at",
-                                  allowed_from=(JobStatus.QUEUED,), active="add")  # fmt: skip
-    return running
+async def start(store: JobStore, job_id: str) -> tuple[JobRecord, str]:
+    return await start_attempt(store, job_id)
 
 
 async def test_lua_wait_formula_matches_the_python_one(redis: aioredis.Redis) -> None:
@@ -195,22 +190,25 @@ async def test_events_per_walk_are_bounded_and_spent_from_the_head(
     assert [(await place(store, j))[0] for j in ids[1:]] == [1, 2, 3, 4, 5]
 
 
-async def test_a_requeued_job_loses_its_stale_place_and_gets_a_new_one(
+async def test_a_requeued_job_is_placed_at_once_with_its_defer_in_the_wait(
     store: JobStore, redis: aioredis.Redis
 ) -> None:
     await admit(store, "a")
     await admit(store, "b")
-    running = await start(store, "a")
+    running, token = await start(store, "a")
     assert await place(store, "a") == (None, None)
     back = running.requeued()
-    assert await store.transition(back, "status", "stage", "progress",
-                                  allowed_from=(JobStatus.ACTIVE,), active="rem")  # fmt: skip
+    placed = await store.requeue(back, "status", "stage", "progress", token=token,
+                                 defer_s=30.0, slots=1, median_duration_s=20.0)  # fmt: skip
+    assert placed is not None and placed.estimated_wait_s == 30.0
     view = await last_view(redis, "a")
-    assert view["status"] == "queued" and view["position"] is None
+    assert view["status"] == "queued" and view["estimated_wait_s"] == 30.0
+    # Deferred 30 s, it waits behind "b", which may start at once.
+    assert view["position"] == 2 and await place(store, "a") == (2, 30.0)
 
     await announce(store)
-    assert await place(store, "a") == (1, 0.0)
-    assert (await last_view(redis, "a"))["position"] == 1
+    position, wait = await place(store, "a")
+    assert position == 2 and wait is not None and 28.0 <= wait <= 30.0
 
 
 async def test_one_process_announces_per_interval(store: JobStore, redis: aioredis.Redis) -> None:

@@ -7,54 +7,22 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from backend.config import Settings
-from backend.embedded_redis import EmbeddedRedis, free_port
+from backend.embedded_redis import EmbeddedRedis
 from backend.store import keys
 from backend.store.tokens import TokenStore
-from fixtures.factories import auth, sprite_request, wait_for_status
-from fixtures.stack import spawn, stop_process, wait_http
+from fixtures.factories import auth, sprite_request, wait_for_status, wait_until
+from fixtures.stack import start_api, start_worker
 
 pytestmark = pytest.mark.slow
 FINAL = {"completed", "failed", "cancelled"}
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        stop_process(process, timeout_s=5)
-
-
-def start_api(settings: Settings, processes: list[subprocess.Popen[bytes]]) -> str:
-    port = free_port()
-    processes.append(spawn(["api", "--port", str(port)], settings))
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health/live")
-    return url
-
-
-def start_worker(settings: Settings, processes: list[subprocess.Popen[bytes]]) -> Any:
-    worker = spawn(["worker", "--metrics-port", "0"], settings)
-    processes.append(worker)
-    return worker
-
-
-async def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.mark.timeout(120)

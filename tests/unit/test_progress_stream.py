@@ -16,6 +16,7 @@ from backend.progress.stream import JobStream, open_stream
 from backend.store import keys
 from backend.store.jobs import JobStore
 from backend.store.scripts import Scripts
+from fixtures.attempts import finish_attempt, start_attempt
 
 
 @pytest.fixture
@@ -43,20 +44,23 @@ async def admitted(store: JobStore, job_id: str = "j1") -> JobRecord:
     return record
 
 
+TOKENS: dict[str, str] = {}  # job id -> the fence of its running attempt
+
+
 async def advance(store: JobStore, record: JobRecord, stage: Stage, progress: int) -> JobRecord:
-    status = JobStatus.ACTIVE
-    moved = record.model_copy(update={"status": status, "stage": stage, "progress": progress})
-    applied = await store.transition(moved, "status", "stage", "progress",
-                                     allowed_from=(JobStatus.QUEUED, JobStatus.ACTIVE))  # fmt: skip
-    assert applied
+    if record.status is JobStatus.QUEUED:  # starting is the "started" stage, 5 %
+        record, TOKENS[record.job_id] = await start_attempt(store, record.job_id)
+        if (stage, progress) == (record.stage, record.progress):
+            return record
+    moved = record.model_copy(update={"stage": stage, "progress": progress})
+    assert await store.progress(moved, "stage", "progress", token=TOKENS[record.job_id])
     return moved
 
 
 async def complete(store: JobStore, record: JobRecord) -> JobRecord:
-    done = record.model_copy(update={"status": JobStatus.COMPLETED, "stage": Stage.COMPLETED,
-                                     "progress": 100, "finished_at": time.time()})  # fmt: skip
-    assert await store.finish(done, keep_s=60)
-    return done
+    if record.status is JobStatus.QUEUED:
+        record = await advance(store, record, Stage.STARTED, 5)
+    return await finish_attempt(store, record, TOKENS[record.job_id])
 
 
 async def take(stream: JobStream, count: int) -> list[JobEvent]:
@@ -124,7 +128,8 @@ async def test_finished_jobs(hub: EventHub, store: JobStore, redis: aioredis.Red
     log = EventLog(redis)
     stream = await open_stream(hub, log, done, None)
     assert stream is not None
-    assert [e.event for e in await take(stream, 2)] == ["progress", "completed"]
+    # queued, started, completed
+    assert [e.event for e in await take(stream, 3)] == ["progress", "progress", "completed"]
     stream.close()
     # Resuming at the final event: nothing left to send.
     final = StreamId.parse((await redis.xrevrange(keys.events("j1"), count=1))[0][0])

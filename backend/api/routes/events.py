@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -26,6 +27,7 @@ log = structlog.get_logger(__name__)
 RETRY_MS = 2000  # EventSource's reconnect delay after a dropped connection
 SEND_TIMEOUT_S = 30.0  # a client that reads nothing for this long is dropped
 CLEANUP_TIMEOUT_S = 5.0
+MAX_CLOCK_AHEAD_MS = 24 * 3600 * 1000  # a resume id this far past our clock is not an id of ours
 
 
 def _resume_point(request: Request) -> StreamId | None:
@@ -34,12 +36,17 @@ def _resume_point(request: Request) -> StreamId | None:
     raw = request.headers.get("last-event-id")
     if raw is None:
         field, raw = "last_event_id", request.query_params.get("last_event_id")
+    reason = "must be an event id from this stream, like 1700000000000-0"
     try:
-        return parse_optional(raw)
+        after = parse_optional(raw)
     except ValueError:
-        reason = "must be an event id from this stream, like 1700000000000-0"
-        raise InvalidRequest(f"{field}: {reason}",
-                             details=[{"field": field, "reason": reason}]) from None  # fmt: skip
+        after = None
+    else:
+        # Ids are stamped with Redis's clock: one far in the future is not from this stream
+        # (and the largest ids break Redis's exclusive ranges).
+        if after is None or after.ms <= time.time() * 1000 + MAX_CLOCK_AHEAD_MS:
+            return after
+    raise InvalidRequest(f"{field}: {reason}", details=[{"field": field, "reason": reason}])
 
 
 async def _frames(stream: JobStream) -> AsyncIterator[ServerSentEvent]:

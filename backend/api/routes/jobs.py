@@ -15,11 +15,18 @@ from backend.api.body import read_json, validate
 from backend.api.ownership import owned_record
 from backend.api.params import int_param
 from backend.config import Settings
-from backend.errors import AlreadyFinished, InvalidRequest, NotFound, NotReady, SpriteQueueError
+from backend.errors import (
+    AlreadyFinished,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    SpriteQueueError,
+)
 from backend.models import JobStatus, JobView, SpriteRequest
 from backend.queue.producer import Producer
 from backend.queue.resources import Resources
-from backend.store.jobs import CancelCode
+from backend.store.jobs import Guard, Written
 
 
 def _settings(request: Request) -> Settings:
@@ -48,11 +55,7 @@ async def _submit(request: Request) -> Response:
     try:
         data = await read_json(request, max_bytes=settings.limits.max_body_bytes)
         sprite = validate(SpriteRequest, data)
-        if sprite.timeout_s is not None and sprite.timeout_s > settings.jobs.timeout_s:
-            reason = f"must be at most {settings.jobs.timeout_s:g} seconds"
-            raise InvalidRequest(
-                f"timeout_s: {reason}", details=[{"field": "timeout_s", "reason": reason}]
-            )
+        _check_timeout(sprite.timeout_s, settings)
     except SpriteQueueError:
         metrics.JOBS_SUBMITTED.labels("invalid").inc()
         raise
@@ -61,6 +64,16 @@ async def _submit(request: Request) -> Response:
     view = submission.view
     status = 200 if view.cached and submission.created else 202
     return _view_response(view, status, headers={"Location": f"/v1/jobs/{view.job_id}"})
+
+
+def _check_timeout(timeout_s: float | None, settings: Settings) -> None:
+    """A per-job timeout within [min_timeout_s, timeout_s]; raises ``InvalidRequest``."""
+    low, high = settings.jobs.min_timeout_s, settings.jobs.timeout_s
+    if timeout_s is not None and not low <= timeout_s <= high:
+        reason = f"must be from {low:g} to {high:g} seconds"
+        raise InvalidRequest(
+            f"timeout_s: {reason}", details=[{"field": "timeout_s", "reason": reason}]
+        )
 
 
 def poll_interval_s(view: JobView) -> float:
@@ -101,21 +114,32 @@ async def result(request: Request) -> Response:
     )
 
 
+CANCEL_TRIES = 5
+
+
 async def cancel(request: Request) -> Response:
+    """Cancel a queued or running job in one step (``finishJob``, a compare-and-set on the
+    record as read): a job started meanwhile is still cancelled and its call aborted, and
+    nothing the worker wrote since the read is rolled back (the write is retried on a
+    fresh read instead)."""
     who = await principal(request)
     record = await owned_record(request, who)
     resources: Resources = request.app.state.resources
-    code, current = await resources.jobs.request_cancel(record.job_id)
-    if code is CancelCode.NOT_FOUND:
-        raise NotFound("job not found")
-    if code is CancelCode.ALREADY_FINISHED:
-        raise AlreadyFinished(f"the job is already {current}")
-    done = record.finished_as(JobStatus.CANCELLED, at=time.time())
-    if await resources.jobs.finish(done, keep_s=resources.settings.jobs.keep_finished_s):
-        metrics.JOBS_FINISHED.labels("cancelled").inc()
-        return _view_response(done.view(), 202)
-    latest = await resources.jobs.get(record.job_id)
-    raise AlreadyFinished(f"the job is already {latest.status.value if latest else 'gone'}")
+    for _ in range(CANCEL_TRIES):
+        done = record.finished_as(JobStatus.CANCELLED, at=time.time())
+        written, status = await resources.jobs.finish(
+            done, guard=Guard.rev(record.rev), keep_s=resources.settings.jobs.keep_finished_s
+        )
+        if written is Written.APPLIED:
+            metrics.JOBS_FINISHED.labels("cancelled").inc()
+            return _view_response(done.view(), 202)
+        if written is Written.FINAL:
+            raise AlreadyFinished(f"the job is already {status or 'gone'}")
+        latest = await resources.jobs.get(record.job_id)
+        if latest is None:
+            raise NotFound("job not found")
+        record = latest
+    raise Conflict("the job is changing too fast to cancel; try again")
 
 
 async def list_jobs(request: Request) -> Response:

@@ -30,6 +30,7 @@
   ARGV[12] user
   ARGV[13] "1" when this requeues a dead-lettered job
   ARGV[14] worker slots, ARGV[15] median run time (s): inputs of the estimated wait
+  ARGV[16] how long the user's job index is kept after its last write (s)
 
   Returns {code, job_id, inflight_count[, position, estimated_wait_s]}
      1  admitted, with the new job's place
@@ -51,8 +52,11 @@ if ARGV[13] == "1" and redis.call("EXISTS", KEYS[10]) == 0 then
 end
 
 if window > 0 then
+  -- Only a job that is still going or succeeded is worth handing back: a cancelled or failed
+  -- one would never give this request its sprite.
   local existing = redis.call("GET", KEYS[1])
-  if existing and redis.call("EXISTS", "sq:job:" .. existing) == 1 then
+  local status = existing and redis.call("HGET", "sq:job:" .. existing, "status")
+  if status == "queued" or status == "active" or status == "completed" then
     return {2, existing, redis.call("ZCARD", KEYS[2])}
   end
 end
@@ -96,6 +100,7 @@ end
 redis.call("HSET", KEYS[4], unpack(flat))
 redis.call("ZADD", KEYS[7], now, job_id)
 redis.call("ZREMRANGEBYRANK", KEYS[7], 0, -101)
+redis.call("EXPIRE", KEYS[7], ARGV[16])
 if ARGV[13] == "1" then
   redis.call("ZREM", KEYS[9], job_id)
   redis.call("DEL", KEYS[10])

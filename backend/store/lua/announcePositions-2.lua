@@ -31,6 +31,7 @@
   ARGV[12] places within which every move is announced
   ARGV[13] smallest move worth an event beyond them, as a fraction of the announced place
   ARGV[14] most jobs to announce in this call
+  ARGV[15] now (ms): a job whose score is later is deferred, and its wait includes the defer
 
   Returns {queued jobs up to the slice's end, jobs announced, queue entries walked}
 ]]
@@ -69,8 +70,11 @@ local function changed(position, eta, old_position, old_eta)
   return math.abs(eta - old_eta) >= math.max(min_change_s, min_change_ratio * old_eta)
 end
 
-local slice = redis.call("ZRANGE", KEYS[1], first, first + count - 1)
-for _, job_id in ipairs(slice) do
+local now = tonumber(ARGV[15])
+local slice = redis.call("ZRANGE", KEYS[1], first, first + count - 1, "WITHSCORES")
+local walked = #slice / 2
+for i = 1, #slice, 2 do
+  local job_id, ready_at = slice[i], tonumber(slice[i + 1])
   if announced >= budget then
     break
   end
@@ -78,7 +82,7 @@ for _, job_id in ipairs(slice) do
   local state = redis.call("HMGET", job_key, "status", "position", "estimated_wait_s")
   if state[1] == "queued" then
     waiting = waiting + 1
-    local eta = queue_place(waiting, active, slots, median)
+    local eta = queue_place(waiting, active, slots, median, (ready_at - now) / 1000)
     local events_key = ARGV[11] .. job_id
     if changed(waiting, tonumber(eta), tonumber(state[2]), tonumber(state[3])) then
       local data = last_data(events_key)
@@ -93,4 +97,4 @@ for _, job_id in ipairs(slice) do
     end
   end
 end
-return {waiting, announced, #slice}
+return {waiting, announced, walked}

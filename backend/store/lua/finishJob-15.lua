@@ -1,0 +1,87 @@
+--[[
+  finishJob: put a job in its final state (completed, failed, cancelled), release its slot,
+  take it out of arq's queue, append the final event and, for a failure that is
+  dead-lettered, record the DLQ entry; all in one step, so no later write (a stale runner,
+  arq's own clean-up, an admin's retry racing a cancel) can undo half of it.
+
+  Guarded (include/guard.lua): a runner passes its fence; the API's cancel, the reconciler
+  and the stall cap pass the revision they read. Idempotent: a job already final is left
+  as it is, so a slot is never released twice.
+
+  KEYS[1]  sq:job:{id}              KEYS[2]  sq:events:{id}
+  KEYS[3]  sq:inflight              KEYS[4]  sq:active
+  KEYS[5]  sq:user:{user}:inflight  KEYS[6]  sq:durations (recent run times, newest first)
+  KEYS[7]  sq:dlq                   KEYS[8]  sq:dlq:{id}
+  KEYS[9]  sq:inflight-users        KEYS[10] sq:dedup:{user}:{cache_key}
+  KEYS[11] arq:job:{id}             KEYS[12] arq:in-progress:{id}
+  KEYS[13] arq:retry:{id}           KEYS[14] <queue name>
+  KEYS[15] arq:abort
+
+  ARGV[1]  guard ("fence:<token>" or "rev:<n>")
+  ARGV[2]  job id                   ARGV[3]  now (ms)
+  ARGV[4]  fields to set, JSON object of strings (must include "status")
+  ARGV[5]  event name (completed | failed | cancelled)
+  ARGV[6]  event data (JSON)        ARGV[7]  events stream max length
+  ARGV[8]  pub/sub channel          ARGV[9]  keep the finished record for (s)
+  ARGV[10] run duration (s) to record, or "" for none
+  ARGV[11] dead-letter entry (JSON), or "" for none
+  ARGV[12] dead-letter retention (s)
+
+  Returns {1} finished now; {0, status} already final or gone; {-1, status} the guard
+  failed (a runner fenced out, or a revision that changed: read again).
+]]
+--@include guard
+--@include record
+
+-- arq keeps an abort request until the worker running the job sees it; one whose worker
+-- died would stay forever, so requests older than this are dropped.
+local ABORT_KEEP_MS = 60000
+
+local fields = cjson.decode(ARGV[4])
+local job_id, now = ARGV[2], tonumber(ARGV[3])
+local status = redis.call("HGET", KEYS[1], "status")
+if status ~= "queued" and status ~= "active" then
+  -- Gone or already final: still make sure no slot is left behind.
+  redis.call("ZREM", KEYS[3], job_id)
+  redis.call("ZREM", KEYS[4], job_id)
+  redis.call("ZREM", KEYS[5], job_id)
+  redis.call("HDEL", KEYS[9], job_id)
+  return {0, status or ""}
+end
+if not guard_holds(KEYS[1], ARGV[1]) then
+  return {-1, status}
+end
+local running = redis.call("HGET", KEYS[1], "fence") or ""
+fields["fence"] = ""
+write_fields(KEYS[1], fields)
+redis.call("HDEL", KEYS[1], "position", "estimated_wait_s")
+redis.call("ZREM", KEYS[3], job_id)
+redis.call("ZREM", KEYS[4], job_id)
+redis.call("ZREM", KEYS[5], job_id)
+redis.call("HDEL", KEYS[9], job_id)
+if ARGV[10] ~= "" then
+  redis.call("LPUSH", KEYS[6], ARGV[10])
+  redis.call("LTRIM", KEYS[6], 0, 199)
+end
+if ARGV[11] ~= "" then
+  local retention = tonumber(ARGV[12])
+  redis.call("SET", KEYS[8], ARGV[11], "EX", retention)
+  redis.call("ZADD", KEYS[7], now, job_id)
+  redis.call("ZREMRANGEBYSCORE", KEYS[7], "-inf", now - retention * 1000)
+end
+-- Out of arq's hands: no queue entry, job, lease or try counter is left for a late write.
+redis.call("ZREM", KEYS[14], job_id)
+redis.call("DEL", KEYS[11], KEYS[12], KEYS[13])
+redis.call("ZREMRANGEBYSCORE", KEYS[15], "-inf", now - ABORT_KEEP_MS)
+if running ~= "" and string.sub(ARGV[1], 1, 6) ~= "fence:" then
+  -- Finished by someone else while an attempt runs (a cancel): its worker cancels the task.
+  redis.call("ZADD", KEYS[15], now, job_id)
+end
+-- A resubmission within the dedup window must not be handed a job that will never succeed.
+if fields["status"] ~= "completed" and redis.call("GET", KEYS[10]) == job_id then
+  redis.call("DEL", KEYS[10])
+end
+emit(KEYS[2], ARGV[7], ARGV[8], job_id, ARGV[5], ARGV[6])
+redis.call("EXPIRE", KEYS[1], ARGV[9])
+redis.call("EXPIRE", KEYS[2], ARGV[9])
+return {1}

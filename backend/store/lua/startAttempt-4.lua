@@ -1,0 +1,45 @@
+--[[
+  startAttempt: a worker that arq handed this job begins a new attempt. It takes the fence
+  (a fresh token), so every write of an earlier attempt of this job is refused from now
+  on, marks the job active, holds arq's in-progress key as its lease (value = the token)
+  and appends the ``started`` event.
+
+  The caller read the record (revision n) to build the attempt (its history, stalls), so
+  this is a compare-and-set on ``rev``: if anything wrote the job since, nothing changes
+  and the caller reads again.
+
+  KEYS[1] sq:job:{id}
+  KEYS[2] sq:events:{id}
+  KEYS[3] sq:active                zset job_id -> started at (ms)
+  KEYS[4] arq:in-progress:{id}     arq's lock on the job, held as our lease
+
+  ARGV[1] guard ("rev:<n>")
+  ARGV[2] the attempt's token       ARGV[3] worker id
+  ARGV[4] now (ms)                  ARGV[5] lease (ms)
+  ARGV[6] fields to set, JSON object of strings
+  ARGV[7] event data (JSON view)    ARGV[8] events stream max length
+  ARGV[9] pub/sub channel           ARGV[10] job id
+
+  Returns {1, rev} started; {0, status} not runnable (finished or gone: skip it);
+          {-1, status} the record changed since the read (read again).
+]]
+--@include guard
+--@include record
+
+local fields = cjson.decode(ARGV[6])
+local status = redis.call("HGET", KEYS[1], "status")
+if status ~= "queued" and status ~= "active" then
+  return {0, status or ""}
+end
+if not guard_holds(KEYS[1], ARGV[1]) then
+  return {-1, status}
+end
+-- A place in the queue is only ever current: starting makes it meaningless.
+redis.call("HDEL", KEYS[1], "position", "estimated_wait_s")
+fields["fence"] = ARGV[2]
+fields["worker"] = ARGV[3]
+local rev = write_fields(KEYS[1], fields)
+redis.call("ZADD", KEYS[3], ARGV[4], ARGV[10])
+redis.call("SET", KEYS[4], ARGV[2], "PX", ARGV[5])
+emit(KEYS[2], ARGV[8], ARGV[9], ARGV[10], "progress", ARGV[7])
+return {1, rev}
