@@ -74,8 +74,8 @@ def _embedded_servers(
 def run_dev(*, port: int, data_dir: Path, cache_maxmemory: str = "256mb") -> int:
     env = dict(os.environ)
     children: list[subprocess.Popen[bytes]] = []
-    data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
+    if not data_dir.exists():  # a folder the user named may be shared: leave its mode alone
+        data_dir.mkdir(parents=True, mode=0o700)
     servers = _embedded_servers(env, data_dir, cache_maxmemory)
     try:
         if not env.get("SPRITEQ_PIXELLAB__API_KEY"):

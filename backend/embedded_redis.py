@@ -78,6 +78,8 @@ class EmbeddedRedis:
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING; raises ``Unavailable`` if it can't."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.password:  # its data (AOF, log) is for this user only, like the password
+            self.data_dir.chmod(0o700)
         log = (self.data_dir / "valkey.log").open("ab")
         self._process = subprocess.Popen(
             self.command(),

@@ -144,7 +144,8 @@ def test_dev_keeps_its_passwords_in_a_private_file(tmp_path: Path) -> None:
         assert "press Ctrl+C" in out.read_text()
         info_path = data_dir / "dev.json"
         assert stat.S_IMODE(info_path.stat().st_mode) == 0o600
-        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for folder in (data_dir, data_dir / "redis", data_dir / "cache"):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
         info = json.loads(info_path.read_text())
         queue_url, cache_url = info["redis_url"], info["cache_redis_url"]
         assert queue_url != cache_url
