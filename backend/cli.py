@@ -15,8 +15,25 @@ from backend.config import Settings
 from backend.logs import configure_logging
 
 
+def _check_queue_redis(settings: Settings) -> None:
+    """Refuse to start on a queue Redis that may evict: one clear line, not a traceback."""
+    from backend.queue.resources import redis_client
+    from backend.store.eviction import check_eviction_policy
+
+    async def check() -> None:
+        redis = redis_client(settings.redis_url)
+        try:
+            await check_eviction_policy(redis, allow_eviction=settings.redis.allow_eviction)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(check())
+
+
 def _run_api(args: argparse.Namespace) -> int:
     import uvicorn
+
+    _check_queue_redis(Settings())
 
     # A factory string, so the CLI does not import the API (siblings in the layering).
     uvicorn.run(
@@ -40,6 +57,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     settings = Settings()
     configure_logging(settings.log_level)
+    _check_queue_redis(settings)
     scrape_redis = None
     if args.metrics_port:
         scrape_redis = serve_worker_metrics(settings, args.metrics_port, args.metrics_host)
@@ -107,7 +125,9 @@ def _dlq(args: argparse.Namespace) -> int:
 def _run_dev(args: argparse.Namespace) -> int:
     from backend.dev import run_dev
 
-    return run_dev(port=args.port, data_dir=Path(args.data_dir))
+    return run_dev(
+        port=args.port, data_dir=Path(args.data_dir), cache_maxmemory=args.cache_maxmemory
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="everything on one machine, with an embedded Redis")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--data-dir", default=".spritequeue")
+    dev.add_argument("--cache-maxmemory", default="256mb",
+                     help="memory of the embedded L1 cache Valkey (allkeys-lru)")  # fmt: skip
     dev.set_defaults(run=_run_dev)
 
     api = sub.add_parser("api", help="the HTTP API")
@@ -161,10 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from redis.exceptions import RedisError
 
+    from backend.store.eviction import EvictionPolicyError
+
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
+    except EvictionPolicyError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     except RedisError as exc:
         print(f"error: Redis is unavailable: {exc} (check SPRITEQ_REDIS_URL)", file=sys.stderr)
         return 2

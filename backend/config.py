@@ -9,6 +9,12 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class RedisSettings(BaseModel):
+    # The queue's Redis must run with maxmemory-policy noeviction; a process refuses to start
+    # otherwise, unless this is set (backend.store.eviction).
+    allow_eviction: bool = False
+
+
 class PixelLabSettings(BaseModel):
     base_url: str = "https://api.pixellab.ai/v1"
     api_key: SecretStr | None = None
@@ -89,6 +95,7 @@ class Settings(BaseSettings):
     queue_name: str = "spritequeue:queue"
     log_level: str = "INFO"
 
+    redis: RedisSettings = RedisSettings()
     pixellab: PixelLabSettings = PixelLabSettings()
     firestore: FirestoreSettings = FirestoreSettings()
     cache: CacheSettings = CacheSettings()

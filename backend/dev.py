@@ -1,6 +1,11 @@
-"""``spritequeue dev``: an embedded Valkey, the mock PixelLab, the API and a worker, together.
+"""``spritequeue dev``: embedded Valkeys, the mock PixelLab, the API and a worker, together.
 
-Each piece runs as its own process (as in production); all of them die with this one.
+Each piece runs as its own process (as in production); all of them die with this one. The
+queue's Valkey (AOF, ``noeviction``) and the L1 cache's Valkey (``maxmemory``,
+``allkeys-lru``) are apart, so a day of cached sprites can never fill the queue's memory and
+stop admission. Both require a random password, written only to ``dev.json`` (mode 0600) and
+handed to the children in their environment, so another local user cannot reach the data or
+mint an admin token.
 """
 
 from __future__ import annotations
@@ -31,13 +36,47 @@ async def _create_tokens(redis_url: str) -> tuple[str, str]:
         await redis.aclose()
 
 
-def run_dev(*, port: int, data_dir: Path) -> int:
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (mode 0600, even if it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
+def _embedded_servers(
+    env: dict[str, str], data_dir: Path, cache_maxmemory: str
+) -> list[EmbeddedRedis]:
+    """Start the queue and cache Valkeys the environment does not name; sets their URLs."""
+    servers: list[EmbeddedRedis] = []
+    try:
+        if not env.get("SPRITEQ_REDIS_URL"):
+            queue = EmbeddedRedis(data_dir / "redis", password=secrets.token_hex(24))
+            servers.append(queue.start())
+            env["SPRITEQ_REDIS_URL"] = queue.url
+        if not env.get("SPRITEQ_CACHE_REDIS_URL"):
+            cache = EmbeddedRedis(
+                data_dir / "cache",
+                appendonly=False,
+                password=secrets.token_hex(24),
+                maxmemory=cache_maxmemory,
+                policy="allkeys-lru",
+            )
+            servers.append(cache.start())
+            env["SPRITEQ_CACHE_REDIS_URL"] = cache.url
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+def run_dev(*, port: int, data_dir: Path, cache_maxmemory: str = "256mb") -> int:
     env = dict(os.environ)
     children: list[subprocess.Popen[bytes]] = []
-    redis: EmbeddedRedis | None = None
-    if not env.get("SPRITEQ_REDIS_URL"):
-        redis = EmbeddedRedis(data_dir / "redis").start()
-        env["SPRITEQ_REDIS_URL"] = redis.url
+    if not data_dir.exists():  # a folder the user named may be shared: leave its mode alone
+        data_dir.mkdir(parents=True, mode=0o700)
+    servers = _embedded_servers(env, data_dir, cache_maxmemory)
     try:
         if not env.get("SPRITEQ_PIXELLAB__API_KEY"):
             mock_port, mock_key = free_port(), "mock-" + secrets.token_hex(8)
@@ -51,9 +90,15 @@ def run_dev(*, port: int, data_dir: Path) -> int:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/health/live")
         user_token, admin_token = asyncio.run(_create_tokens(env["SPRITEQ_REDIS_URL"]))
-        # For scripts (load/make_tokens.py): where this dev stack is. Tokens stay out of it.
-        info = {"url": url, "redis_url": env["SPRITEQ_REDIS_URL"], "pid": os.getpid()}
-        (data_dir / "dev.json").write_text(json.dumps(info))
+        # For scripts (load/make_tokens.py): where this dev stack is, with the Valkey
+        # passwords in the URLs, so readable by this user only. Tokens stay out of it.
+        info = {
+            "url": url,
+            "redis_url": env["SPRITEQ_REDIS_URL"],
+            "cache_redis_url": env["SPRITEQ_CACHE_REDIS_URL"],
+            "pid": os.getpid(),
+        }
+        write_private(data_dir / "dev.json", json.dumps(info))
         print(f"spritequeue is running at {url}", flush=True)
         print(f"user token (artist):  {user_token}", flush=True)
         print(f"admin token (admin):  {admin_token}", flush=True)
@@ -66,8 +111,8 @@ def run_dev(*, port: int, data_dir: Path) -> int:
                 child.terminate()
         for child in children:
             stop_process(child)
-        if redis is not None:
-            redis.stop()
+        for server in servers:
+            server.stop()
 
 
 def _wait_for_signal_or_exit(children: list[subprocess.Popen[bytes]]) -> bool:

@@ -1,6 +1,6 @@
 """PixelLab's request contract as the mock enforces it, and FastAPI-style error bodies.
 
-Written from PIXELLAB.md on purpose, not imported from ``backend.models``: a mock that
+Written from docs/pixellab.md on purpose, not imported from ``backend.models``: a mock that
 shared our validator would agree with our bugs instead of catching them.
 """
 

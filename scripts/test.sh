@@ -8,4 +8,15 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check backend mocks fixtures tests load
 .venv/bin/mypy
 .venv/bin/lint-imports
-.venv/bin/pytest "$@"
+# The run must leave the work tree as it found it: artefacts (screenshots, coverage data)
+# go to ignored folders. CI (SPRITEQ_REQUIRE_CLEAN_TREE=1) fails otherwise.
+tree() { git status --porcelain --untracked-files=all 2>/dev/null || true; }
+before=$(tree)
+# Coverage of backend/ (the figure in the README); CI adds a floor with --cov-fail-under.
+.venv/bin/pytest --cov=backend --cov-report=term:skip-covered "$@"
+after=$(tree)
+if [ "$before" != "$after" ]; then
+  echo "the test run changed the work tree:" >&2
+  diff <(echo "$before") <(echo "$after") >&2 || true
+  [ -z "${SPRITEQ_REQUIRE_CLEAN_TREE:-}" ] || exit 1
+fi

@@ -1,4 +1,4 @@
-"""One exception-handler map: every error becomes the error body of DESIGN.md.
+"""One exception-handler map: every error becomes the error body of docs/api.md.
 
 Redis failures are translated here, at the HTTP edge, into a fast ``503 unavailable``.
 """

@@ -1,6 +1,6 @@
 """PixelLab's response bodies as pydantic models, and the decoded image our code passes on.
 
-The models accept every shape PixelLab has been seen to send (see PIXELLAB.md): base64 with
+The models accept every shape PixelLab has been seen to send (see docs/pixellab.md): base64 with
 or without a ``data:`` URL prefix, usage in dollars or in generations, and the balance in its
 v1 and v2 forms. Unknown extra fields are ignored so an additive API change does not break us.
 """

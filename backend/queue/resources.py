@@ -16,6 +16,7 @@ from backend.cache import FirestoreL2, RedisL1, TieredCache, create_firestore_cl
 from backend.config import Settings
 from backend.limits.estimates import QueueEstimates
 from backend.limits.positions import PositionAnnouncer
+from backend.store.eviction import check_eviction_policy
 from backend.store.jobs import JobStore
 from backend.store.scripts import Scripts
 
@@ -66,7 +67,13 @@ class Resources:
 
 
 async def open_resources(settings: Settings) -> Resources:
+    """Raises ``EvictionPolicyError`` if the queue's Redis may evict (see its module)."""
     redis = redis_client(settings.redis_url)
+    try:
+        await check_eviction_policy(redis, allow_eviction=settings.redis.allow_eviction)
+    except BaseException:
+        await redis.aclose()
+        raise
     cache_redis = (
         redis
         if settings.effective_cache_redis_url == settings.redis_url

@@ -4,6 +4,9 @@ Playwright's own browser download does not work on these machines, so the tests 
 system ``chromium`` (``SPRITEQ_CHROMIUM`` points elsewhere). Where it or the ``playwright``
 package is missing the browser tests skip; with ``SPRITEQ_REQUIRE_BROWSER=1`` (CI) they fail.
 The async API runs on the suite's session event loop, next to the stack's own threads.
+Screenshots go to the ignored ``.artifacts/screenshots/``, so a test run leaves the work tree
+clean; ``scripts/screenshots.sh`` points ``SPRITEQ_SCREENSHOTS_DIR`` at ``docs/screenshots/``
+to refresh the ones the docs show.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ if TYPE_CHECKING:
 
 CHROMIUM = Path(os.environ.get("SPRITEQ_CHROMIUM", "/usr/bin/chromium"))
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = Path(os.environ.get("SPRITEQ_SCREENSHOTS_DIR") or ROOT / ".artifacts" / "screenshots")
 VIEWPORT = {"width": 1280, "height": 860}
 # Chrome logs every non-2xx fetch as a console error; the 401/404/422/429 answers the pages
 # handle on purpose are not faults.
@@ -55,6 +59,11 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
+def _screenshot_path(name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{name}.png"
+
+
 @dataclass
 class Tab:
     """A page in a fresh browser context, with what it logged and every request it made."""
@@ -74,8 +83,7 @@ class Tab:
         self.problems.append(f"uncaught: {error}")
 
     async def screenshot(self, name: str) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
+        path = _screenshot_path(name)
         await self.page.screenshot(path=str(path), animations="disabled")
         return path
 

@@ -13,7 +13,7 @@ from backend.config import Settings
 from backend.observability import QueueCollector, percentile
 from backend.observability.collector import _GAUGES
 
-# DESIGN.md "Metrics", plus what the issue adds; renaming any of these breaks dashboards.
+# The metrics of docs/observability.md; renaming any of these breaks dashboards.
 CONTRACT = {
     "spritequeue_jobs_submitted": ("counter", ("outcome",)),
     "spritequeue_jobs_finished": ("counter", ("status",)),

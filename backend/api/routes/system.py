@@ -3,7 +3,7 @@
 ``/health/ready`` answers 503 unless Redis answers and at least one worker's heartbeat is
 fresh: without either, accepted jobs would not run. The queue state and the cache layers are
 reported but never fail it: a full queue still serves (reads, polling, 503 ``queue_full``
-with Retry-After), and a failing cache layer is a miss, not an outage (DESIGN.md), so pulling
+with Retry-After), and a failing cache layer is a miss, not an outage (docs/design.md), so pulling
 every replica out of rotation for either would turn a degradation into an outage. Each check
 is bounded by ``READY_TIMEOUT_S`` and they run concurrently, so a dead Redis answers in ~1 s.
 """
