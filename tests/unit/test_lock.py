@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -110,3 +112,34 @@ def test_installs_go_through_the_lock() -> None:
     assert "scripts/audit.sh" in ci
     audit = (ROOT / "scripts" / "audit.sh").read_text()
     assert "pip-audit" in audit and "requirements-dev.lock" in audit
+
+
+def _audit_verdict() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "audit_verdict", ROOT / "scripts" / "audit_verdict.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.verdict
+
+
+def test_the_audit_fails_on_a_vulnerability_with_a_fix_only() -> None:
+    verdict = _audit_verdict()
+    fixable = {
+        "name": "jinja2",
+        "version": "3.1.4",
+        "vulns": [{"id": "GHSA-x", "fix_versions": ["3.1.5"]}],
+    }
+    unfixed = {
+        "name": "ecdsa",
+        "version": "0.19.0",
+        "vulns": [{"id": "GHSA-y", "fix_versions": []}],
+    }
+    clean = {"name": "httpx", "version": "0.28.1", "vulns": []}
+    skipped = {"name": "arq", "skip_reason": "Dependency not found on PyPI"}
+    lines, failure = verdict({"dependencies": [clean, fixable, unfixed]}, require_all=False)
+    assert failure is not None and "GHSA-x (3.1.5)" in "\n".join(lines)
+    lines, failure = verdict({"dependencies": [clean, unfixed, skipped]}, require_all=False)
+    assert failure is None and "GHSA-y (no fix yet)" in "\n".join(lines) and "arq" in lines[-1]
+    assert verdict({"dependencies": [clean, skipped]}, require_all=True)[1] is not None
