@@ -1,4 +1,4 @@
-"""``spritequeue``: dev | api | worker | mock-pixellab | token create | dlq list/retry/delete."""
+"""``spritequeue``: dev | api | worker | mock-pixellab | token create/list/revoke | dlq."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from backend.config import Settings
 from backend.logs import configure_logging
+from backend.store.tokens import USER_NAME_RULE
 
 
 def _check_queue_redis(settings: Settings) -> None:
@@ -33,8 +35,16 @@ def _check_queue_redis(settings: Settings) -> None:
 def _run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _check_queue_redis(Settings())
+    from backend.config import check_api_settings
+    from backend.errors import ConfigurationError
 
+    settings = Settings()
+    try:
+        check_api_settings(settings)
+    except ConfigurationError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    _check_queue_redis(settings)
     # A factory string, so the CLI does not import the API (siblings in the layering).
     uvicorn.run(
         "backend.api.app:create_app",
@@ -68,8 +78,16 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _run_mock(args: argparse.Namespace) -> int:
-    from mocks.pixellab import run_mock
-
+    try:
+        from mocks.pixellab import run_mock
+    except ModuleNotFoundError:
+        # The production image ships backend/ only (test-only code stays out of it).
+        print("error: the mock PixelLab is not installed here (it comes with a source "
+              "checkout: scripts/bootstrap.sh)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.api_key:
+        print("warning: --api-key shows the key to every local user (ps); "
+              "set SPRITEQ_MOCK_API_KEY instead", file=sys.stderr)  # fmt: skip
     configure_logging("INFO")
     run_mock(args.host, args.port, scenario=args.scenario, latency_ms=args.latency_ms,
              api_key=args.api_key or os.environ.get("SPRITEQ_MOCK_API_KEY"))  # fmt: skip
@@ -89,12 +107,78 @@ async def _with_resources(action: Callable[[Any], Awaitable[Any]]) -> Any:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from backend.store.tokens import TokenStore
+    from backend.errors import InvalidRequest
+    from backend.store.tokens import TokenStore, check_user_name
+
+    try:
+        check_user_name(args.user)  # before connecting: a refused name needs no Redis
+    except InvalidRequest as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    expires_in_s = args.expires_days * 86400 if args.expires_days is not None else None
 
     async def create(resources: Any) -> str:
-        return await TokenStore(resources.redis).create(args.user, admin=args.admin)
+        store = TokenStore(resources.redis)
+        return await store.create(args.user, admin=args.admin, expires_in_s=expires_in_s)
 
     print(asyncio.run(_with_resources(create)))
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from backend.store.tokens import TokenStore
+
+    async def listing(resources: Any) -> Any:
+        return await TokenStore(resources.redis).list_tokens(user=args.user)
+
+    tokens = asyncio.run(_with_resources(listing))
+    if args.json:
+        print(json.dumps([vars(info) for info in tokens], indent=2))
+        return 0
+    rows = [("ID", "USER", "ADMIN", "CREATED", "LAST USED", "EXPIRES")]
+    rows += [
+        (
+            t.id,
+            t.user,
+            "yes" if t.admin else "no",
+            _when(t.created_at),
+            _when(t.last_used_at),
+            _when(t.expires_at),
+        )
+        for t in tokens
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def _when(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from backend.store.tokens import TokenStore
+
+    if (args.token_id is None) == (args.user is None):
+        print("error: give a token ID or --user NAME (one of them)", file=sys.stderr)
+        return 1
+
+    async def revoke(resources: Any) -> list[str]:
+        store = TokenStore(resources.redis)
+        if args.user is not None:
+            return await store.revoke_user(args.user)
+        return [args.token_id] if await store.revoke(args.token_id) else []
+
+    revoked = asyncio.run(_with_resources(revoke))
+    if args.token_id is not None and not revoked:
+        print(f"error: no token with id {args.token_id}", file=sys.stderr)
+        return 1
+    print(json.dumps({"revoked": revoked}))
     return 0
 
 
@@ -156,15 +240,30 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--port", type=int, default=8700)
     mock.add_argument("--latency-ms", type=int, default=0)
     mock.add_argument("--scenario", default="success")
-    mock.add_argument("--api-key", default=None, help="require this bearer token")
+    mock.add_argument(
+        "--api-key",
+        default=None,
+        help="require this bearer token (visible to other local users: prefer the "
+        "SPRITEQ_MOCK_API_KEY environment variable)",
+    )
     mock.set_defaults(run=_run_mock)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command",
                                                                        required=True)  # fmt: skip
     create = token.add_parser("create", help="print a new token (shown once)")
-    create.add_argument("--user", required=True)
+    create.add_argument("--user", required=True, help=f"the user name: {USER_NAME_RULE}")
     create.add_argument("--admin", action="store_true")
+    create.add_argument("--expires-days", type=_positive_int, default=None,
+                        help="the token stops working after N days")  # fmt: skip
     create.set_defaults(run=_token_create)
+    listing = token.add_parser("list", help="tokens: id, user, admin, created, last used")
+    listing.add_argument("--user", default=None, help="only this user's tokens")
+    listing.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    listing.set_defaults(run=_token_list)
+    revoke = token.add_parser("revoke", help="delete a token by ID, or all of a user's")
+    revoke.add_argument("token_id", nargs="?", default=None, metavar="ID")
+    revoke.add_argument("--user", default=None, help="revoke every token of this user")
+    revoke.set_defaults(run=_token_revoke)
 
     dlq = sub.add_parser("dlq", help="the dead-letter queue").add_subparsers(
         dest="dlq_command", required=True
@@ -178,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("job_id")
         cmd.set_defaults(run=_dlq)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

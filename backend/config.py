@@ -5,8 +5,22 @@ Each component receives only its own section; nothing here is read at import tim
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.errors import ConfigurationError
+
+MIN_ADMIN_TOKEN_CHARS = 32
+# The password in a URL's user-info: redis://user:PASSWORD@host, rediss://:PASSWORD@host, …
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s/]+@", re.I)
+
+
+def hide_url_password(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
 class RedisSettings(BaseModel):
@@ -84,6 +98,13 @@ class SSESettings(BaseModel):
     ping_s: float = 30.0
 
 
+class AuthSettings(BaseModel):
+    # Failed token look-ups a client address may make in a minute before each further one
+    # is slowed (a growing delay, up to failure_delay_max_s) and answered 429.
+    failures_per_minute: int = Field(10, ge=1)
+    failure_delay_max_s: float = Field(3.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SPRITEQ_", env_nested_delimiter="__", extra="ignore"
@@ -103,7 +124,28 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     worker: WorkerSettings = WorkerSettings()
     sse: SSESettings = SSESettings()
+    auth: AuthSettings = AuthSettings()
+
+    def __repr_args__(self) -> Any:
+        # The Redis URLs stay plain strings (every client takes one), so their passwords are
+        # hidden here: a Settings object in a log line or a traceback shows none.
+        for name, value in super().__repr_args__():
+            if name in {"redis_url", "cache_redis_url"} and isinstance(value, str):
+                value = hide_url_password(value)
+            yield name, value
 
     @property
     def effective_cache_redis_url(self) -> str:
         return self.cache_redis_url or self.redis_url
+
+
+def check_api_settings(settings: Settings) -> None:
+    """Raises ConfigurationError for a setting the API must not start with."""
+    if settings.admin_token is not None:
+        length = len(settings.admin_token.get_secret_value())
+        if length < MIN_ADMIN_TOKEN_CHARS:
+            raise ConfigurationError(
+                f"SPRITEQ_ADMIN_TOKEN is {length} characters; it must be at least "
+                f"{MIN_ADMIN_TOKEN_CHARS} (make one with: python3 -c "
+                f"'import secrets; print(secrets.token_urlsafe(32))')"
+            )

@@ -37,6 +37,7 @@ SECTIONS: dict[str, str] = {
     "jobs": "Jobs, retries and the DLQ (`jobs`)",
     "worker": "Worker processes (`worker`)",
     "sse": "Server-Sent Events (`sse`)",
+    "auth": "Token look-ups (`auth`)",
 }
 
 # Meaning, then when to change it. Keyed by environment name.
@@ -93,9 +94,14 @@ DESCRIPTIONS: dict[str, str] = {
     "SPRITEQ_LIMITS__MAX_BODY_BYTES": "The largest `POST /v1/jobs` body; larger is `413`.",
     "SPRITEQ_LIMITS__MAX_SSE_PER_USER": "Event streams one user may hold open across all API "
     "processes; one more is `429 too_many_streams`.",
-    "SPRITEQ_JOBS__TIMEOUT_S": "A job's timeout, and the maximum a request's own `timeout_s` "
-    "may ask for. A job that runs out is a `timeout` failure (retryable).",
-    "SPRITEQ_JOBS__MAX_RETRIES": "Retries after the first try, for the retryable error types.",
+    "SPRITEQ_JOBS__TIMEOUT_S": "The PixelLab call's timeout, and the maximum a request's own "
+    "`timeout_s` may ask for. A call that runs out is a `timeout` failure (retryable). Time "
+    "spent waiting on another job's call for the same image does not count.",
+    "SPRITEQ_JOBS__MIN_TIMEOUT_S": "The shortest `timeout_s` a request may ask for (a `422` "
+    "below it). PixelLab takes 10-20 s a generation; a shorter timeout can only fail.",
+    "SPRITEQ_JOBS__MAX_RETRIES": "Retries after the job's first failed PixelLab call, for the "
+    "retryable error types. Only the job's own failed calls spend them: a try cut short by "
+    "a shutdown, a lost worker or our Redis does not.",
     "SPRITEQ_JOBS__BACKOFF_BASE_S": "The first retry's delay; each further retry doubles it.",
     "SPRITEQ_JOBS__BACKOFF_MAX_S": "The longest delay between two tries.",
     "SPRITEQ_JOBS__JITTER": "The random spread of each backoff delay (0.10 is ±10 %), so "
@@ -103,13 +109,13 @@ DESCRIPTIONS: dict[str, str] = {
     "SPRITEQ_JOBS__LEASE_S": "A running job's lease, renewed by its worker every third of it. "
     "A job whose worker died runs again after the lease lapses. Shorter recovers sooner and "
     "costs more renewals.",
-    "SPRITEQ_JOBS__MAX_STALLS": "How many times a job may lose its worker before it is "
-    "dead-lettered as `internal`.",
+    "SPRITEQ_JOBS__MAX_STALLS": "How many times a job may lose its worker (the worker died: "
+    "no heartbeat when another took the job over) before it is dead-lettered as `internal`, "
+    "so a job that kills its workers stops. A takeover from a worker still alive (cut off "
+    "from Redis) does not count.",
     "SPRITEQ_JOBS__KEEP_FINISHED_S": "How long a finished job's record and event stream are "
     "kept (polling, SSE replay, `GET /v1/jobs`).",
     "SPRITEQ_JOBS__DLQ_RETENTION_S": "How long a dead-lettered job stays in the DLQ.",
-    "SPRITEQ_JOBS__SINGLE_FLIGHT_WAIT_S": "How long a job waits for another job with the "
-    "same cache key to produce the image before it calls PixelLab itself.",
     "SPRITEQ_JOBS__POSITION_INTERVAL_S": "How often waiting jobs' positions and waits are "
     "refreshed and pushed to their streams (once per interval across all processes).",
     "SPRITEQ_WORKER__MAX_JOBS": "Jobs one worker process runs at once. Jobs mostly wait on "
@@ -120,6 +126,11 @@ DESCRIPTIONS: dict[str, str] = {
     "the rest are requeued.",
     "SPRITEQ_WORKER__HEARTBEAT_S": "How often a worker reports itself alive (readiness, "
     "`workers_alive`, wait estimates); it counts as gone after three missed beats.",
+    "SPRITEQ_AUTH__FAILURES_PER_MINUTE": "Failed token look-ups one client address may make "
+    "in a minute before each further one is slowed and answered `429 "
+    "too_many_auth_failures`.",
+    "SPRITEQ_AUTH__FAILURE_DELAY_MAX_S": "The longest delay given to a failed look-up past "
+    "the allowance (the delay doubles from 0.1 s).",
     "SPRITEQ_SSE__PING_S": "The interval of `: ping` keep-alive comments on event streams. "
     "Lower it below your load balancer's idle timeout.",
 }

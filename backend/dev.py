@@ -31,7 +31,8 @@ async def _create_tokens(redis_url: str) -> tuple[str, str]:
     redis = redis_client(redis_url)
     try:
         tokens = TokenStore(redis)
-        return await tokens.create("artist"), await tokens.create("admin", admin=True)
+        # "admin" is reserved for SPRITEQ_ADMIN_TOKEN's bootstrap admin
+        return await tokens.create("artist"), await tokens.create("dev-admin", admin=True)
     finally:
         await redis.aclose()
 
@@ -80,8 +81,9 @@ def run_dev(*, port: int, data_dir: Path, cache_maxmemory: str = "256mb") -> int
     try:
         if not env.get("SPRITEQ_PIXELLAB__API_KEY"):
             mock_port, mock_key = free_port(), "mock-" + secrets.token_hex(8)
-            children.append(spawn_cli(["mock-pixellab", "--port", str(mock_port),
-                                    "--api-key", mock_key], env))  # fmt: skip
+            # By environment, not argv: a command line is visible to every local user.
+            mock_env = {**env, "SPRITEQ_MOCK_API_KEY": mock_key}
+            children.append(spawn_cli(["mock-pixellab", "--port", str(mock_port)], mock_env))
             env["SPRITEQ_PIXELLAB__BASE_URL"] = f"http://127.0.0.1:{mock_port}"
             env["SPRITEQ_PIXELLAB__API_KEY"] = mock_key
             wait_http(f"http://127.0.0.1:{mock_port}/_mock/stats")
@@ -101,7 +103,7 @@ def run_dev(*, port: int, data_dir: Path, cache_maxmemory: str = "256mb") -> int
         write_private(data_dir / "dev.json", json.dumps(info))
         print(f"spritequeue is running at {url}", flush=True)
         print(f"user token (artist):  {user_token}", flush=True)
-        print(f"admin token (admin):  {admin_token}", flush=True)
+        print(f"admin token (dev-admin):  {admin_token}", flush=True)
         print("press Ctrl+C to stop", flush=True)
         stop = _wait_for_signal_or_exit(children)
         return 0 if stop else 1

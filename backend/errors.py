@@ -14,10 +14,12 @@
     ├── Rejected                         (carries retry_after_s)
     │   ├── UserLimit                    user_limit       429
     │   ├── TooManyStreams               too_many_streams 429
+    │   ├── TooManyAuthFailures          too_many_auth_failures 429
     │   └── QueueFull                    queue_full       503
     ├── Unavailable                      unavailable      503  (a dependency is down)
     ├── UpstreamError                    (worker side: PixelLab failed; carries ErrorType)
-    └── FencedOut                        (worker side: this attempt lost its job's fence)
+    ├── FencedOut                        (worker side: this attempt lost its job's fence)
+    └── ConfigurationError               (a process refuses to start: a setting is unsafe)
 
 Foreign exceptions (redis, httpx, google.api_core) are translated into this tree at the
 module that talks to the foreign library, with ``raise ... from exc``.
@@ -168,3 +170,15 @@ class FencedOut(SpriteQueueError):
     cancelled, finished, or taken over by another worker). The runner abandons the job."""
 
     status, code = 409, "fenced_out"
+
+
+class TooManyAuthFailures(Rejected):
+    """Too many failed token look-ups from one client address this minute."""
+
+    status, code = 429, "too_many_auth_failures"
+
+
+class ConfigurationError(SpriteQueueError):
+    """A setting that makes a process refuse to start (raised before it serves anything)."""
+
+    status, code = 500, "configuration"

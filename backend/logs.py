@@ -17,11 +17,26 @@ from typing import Any, TextIO
 
 import structlog
 
+from backend.config import hide_url_password
+
 REDACTED = "[redacted]"
 TEXT_KEEP = 40  # characters of a prompt kept in a log line: enough to recognise, not to leak
 _SECRET_KEY = re.compile(r"token|authorization|api[_-]?key|password|passwd|secret|cookie", re.I)
 _TEXT_KEYS = frozenset({"description", "prompt", "negative_description"})
 _MAX_DEPTH = 4
+# Secrets inside free text (a message, an exception's text, a traceback), by their shape.
+_TEXT_SECRETS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\bsq_[A-Za-z0-9_-]{16,}"), "sq_" + REDACTED),  # our API tokens
+    (re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]+", re.I), r"\1 " + REDACTED),
+    (
+        re.compile(
+            r"\b((?:[a-z_-]*(?:api[_-]?key|token|password|passwd|secret))[\"']?\s*[:=]\s*[\"']?)"
+            r"[^\s\"',;&)}]+",
+            re.I,
+        ),
+        r"\1" + REDACTED,
+    ),
+]
 
 
 def _scrub(key: str, value: Any, depth: int) -> Any:
@@ -37,6 +52,37 @@ def _scrub(key: str, value: Any, depth: int) -> Any:
     if depth < _MAX_DEPTH and isinstance(value, list | tuple):
         return [_scrub(key, v, depth + 1) for v in value]
     return value
+
+
+def redact_text(text: str) -> str:
+    """``text`` with URL passwords, bearer tokens and ``secret=value`` pairs blanked."""
+    text = hide_url_password(text)
+    for pattern, replacement in _TEXT_SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _scrub_text(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth < _MAX_DEPTH and isinstance(value, dict):
+        return {k: _scrub_text(v, depth + 1) for k, v in value.items()}
+    if depth < _MAX_DEPTH and isinstance(value, list | tuple):
+        return [_scrub_text(v, depth + 1) for v in value]
+    return value
+
+
+def redact_rendered(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Blank secrets by their shape in every text, the message and the traceback included.
+
+    Runs after ``format_exc_info``, so an exception's text and its traceback are plain
+    strings by then: what is redacted is exactly what is written.
+    """
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _scrub_text(value, 0)
+    return event_dict
 
 
 def redact(
@@ -72,6 +118,7 @@ def json_formatter() -> logging.Formatter:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_rendered,
             structlog.processors.JSONRenderer(),
         ],
     )

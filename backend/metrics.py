@@ -53,3 +53,8 @@ POSITION_EVENTS = Counter(
     "spritequeue_position_events_total",
     "Progress events announcing a waiting job's new position or wait (this process's share).",
 )
+AUTH_FAILURES = Counter(
+    "spritequeue_auth_failures_total",
+    "Requests refused for their bearer token.",
+    ["reason"],  # missing, invalid, throttled (invalid, past the address's allowance: 429)
+)

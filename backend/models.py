@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from backend.errors import ErrorType
 
 _WHITESPACE = re.compile(r"\s+")
+# Control characters a prompt may not carry: all but tab and newline (CR only as CRLF).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+# Invisible characters that change how a prompt reads (bidi overrides and isolates, marks,
+# zero-width spaces and joiners, BOM) without changing the sprite: removed.
+_INVISIBLE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 
 MIN_SIDE, MAX_SIDE = 16, 400
 MIN_AREA, MAX_AREA = 32 * 32, 400 * 400
@@ -101,7 +106,14 @@ class SpriteRequest(BaseModel):
     @field_validator("description", mode="before")
     @classmethod
     def _collapse(cls, value: Any) -> Any:
-        return collapse_whitespace(value) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        if found := _CONTROL.search(value):
+            raise ValueError(
+                f"control character U+{ord(found[0][0]):04X} is not allowed "
+                "(only newline and tab are)"
+            )
+        return collapse_whitespace(_INVISIBLE.sub("", value))
 
     @field_validator("outline", "shading", "detail", "view", "direction", mode="before")
     @classmethod

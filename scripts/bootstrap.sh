@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates ./.venv and installs spritequeue with its dev extra. Idempotent; used by the two
-# README commands and by CI.
+# Creates ./.venv and installs spritequeue with its dev extra from the lock file (exact
+# versions, every file checked against its hash). Idempotent; used by the two README
+# commands and by CI. After a dependency change in pyproject.toml run scripts/lock.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,8 +9,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.spritequeue-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-dev.lock -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+  # Our own package on top, with nothing new: its build backend (setuptools) is in the lock.
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi

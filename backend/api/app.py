@@ -14,21 +14,26 @@ from backend.aio import cancel_and_wait, run_every
 from backend.api.context import RequestContext
 from backend.api.errors import EXCEPTION_HANDLERS
 from backend.api.routes import admin, docs, events, jobs, pages, system
-from backend.config import Settings
+from backend.config import Settings, check_api_settings
 from backend.logs import configure_logging
 from backend.observability import queue_registry
 from backend.progress.feed import ProgressFeed
 from backend.queue.dlq import DeadLetters
 from backend.queue.producer import Producer
 from backend.queue.resources import open_resources
+from backend.store.auth_failures import AuthFailures
 from backend.store.tokens import TokenStore
 
 log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the app; with no settings given they are read from the environment now."""
+    """Build the app; with no settings given they are read from the environment now.
+
+    Raises ConfigurationError for settings the API must not run with (a short admin token).
+    """
     settings = settings or Settings()
+    check_api_settings(settings)
     configure_logging(settings.log_level)
 
     @asynccontextmanager
@@ -39,6 +44,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.producer = producer
         app.state.dlq = DeadLetters(resources.redis, producer)
         app.state.tokens = TokenStore(resources.redis, bootstrap_admin=settings.admin_token)
+        app.state.auth_failures = AuthFailures(
+            resources.redis,
+            allowance=settings.auth.failures_per_minute,
+            max_delay_s=settings.auth.failure_delay_max_s,
+        )
         progress = ProgressFeed(
             resources.redis, max_streams_per_user=settings.limits.max_sse_per_user
         )

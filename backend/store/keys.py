@@ -70,3 +70,17 @@ def worker(worker_id: str) -> str:
 
 
 INFLIGHT_USERS = PREFIX + "inflight-users"  # hash job_id -> user, for freeing orphaned slots
+
+# API tokens (backend.store.tokens): the record is sq:token:{sha256}, a hash with fields.
+TOKENS = PREFIX + "tokens"  # hash token id -> {"hash", "user"} JSON: the index `token list` reads
+TOKENS_LAST_USED = PREFIX + "tokens:last-used"  # hash token sha256 -> last use (s), ≤ 1 write/min
+
+
+def user_tokens(user: str) -> str:
+    """set of the user's token ids."""
+    return f"{PREFIX}user:{user}:tokens"
+
+
+def auth_failures(address: str, minute: int) -> str:
+    """counter of failed token look-ups from one client address in one minute."""
+    return f"{PREFIX}auth-failures:{address}:{minute}"

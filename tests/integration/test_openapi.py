@@ -133,7 +133,8 @@ async def test_docs_page_uses_only_local_assets(client: httpx.AsyncClient) -> No
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert not re.search(r"(https?:)?//", page.text), "the page must work without internet"
-    assert 'url: "/openapi.json"' in page.text
+    assert '<script src="/static/docs.js">' in page.text
+    assert 'url: "/openapi.json"' in (await client.get("/static/docs.js")).text
     parser = _Assets()
     parser.feed(page.text)
     assert len(parser.urls) >= 3

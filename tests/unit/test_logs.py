@@ -97,3 +97,41 @@ def test_configure_logging_twice_keeps_capture_logs_working(log_stream: io.Strin
     with structlog.testing.capture_logs() as captured:
         logger.info("captured_event", token="t")
     assert [entry["event"] for entry in captured] == ["captured_event"]
+
+
+def test_secrets_in_messages_and_tracebacks_are_redacted_after_formatting(
+    log_stream: io.StringIO,
+) -> None:
+    url = "redis://default:hunter2-pw@redis.internal:6379/0"
+    logging.getLogger("redis.client").warning("cannot reach %s with token sq_%s", url, "A" * 43)
+    try:
+        raise ConnectionError(
+            f"Error connecting to rediss://:s3cret-pw@cache:6380/1 (api_key={url})"
+        )
+    except ConnectionError:
+        logging.getLogger("arq.worker").exception("job failed: Authorization: Bearer abc.def")
+    structlog.get_logger("tests.logs").error("cache_failed", url=url, detail={"dsn": url})
+    text = log_stream.getvalue()
+    for secret in ("hunter2-pw", "s3cret-pw", "A" * 43, "abc.def"):
+        assert secret not in text
+    foreign, crashed, bound = lines(log_stream)
+    assert (
+        foreign["event"]
+        == "cannot reach redis://default:***@redis.internal:6379/0 with token sq_[redacted]"
+    )
+    assert "rediss://:***@cache:6380/1" in crashed["exception"]
+    assert "Traceback" in crashed["exception"] and "Bearer [redacted]" in crashed["event"]
+    assert bound["url"] == bound["detail"]["dsn"] == "redis://default:***@redis.internal:6379/0"
+
+
+def test_settings_never_show_a_redis_password() -> None:
+    from backend.config import Settings
+
+    settings = Settings(
+        redis_url="rediss://user:queue-pw@q:6380/0",
+        cache_redis_url="redis+sentinel://:cache-pw@s1:26379,s2:26379/main",
+    )
+    assert settings.redis_url == "rediss://user:queue-pw@q:6380/0"  # the clients get it whole
+    for shown in (repr(settings), str(settings)):
+        assert "queue-pw" not in shown and "cache-pw" not in shown
+        assert "rediss://user:***@q:6380/0" in shown

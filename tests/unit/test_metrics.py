@@ -27,6 +27,7 @@ CONTRACT = {
     "spritequeue_pixellab_request_duration_seconds": ("histogram", ()),
     "spritequeue_sse_connections": ("gauge", ()),
     "spritequeue_position_events": ("counter", ()),
+    "spritequeue_auth_failures": ("counter", ("reason",)),
 }
 SCRAPE_TIME = {
     "spritequeue_queue_jobs": ["state"],

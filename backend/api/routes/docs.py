@@ -1,7 +1,10 @@
 """``/openapi.json`` and ``/docs``: the API document and a reference page to read it.
 
 The page is Swagger UI from the ``swagger-ui-bundle-v2`` wheel, served from the installed
-package under ``/docs/assets``: no CDN, so it works on machines without internet.
+package under ``/docs/assets``: no CDN, so it works on machines without internet. It has the
+other pages' headers (``backend.api.routes.pages``); its CSP differs only in allowing
+``data:`` images (the icons in Swagger UI's stylesheet). Its start-up script is
+``/static/docs.js``, not inline, so scripts and styles come from this origin only.
 """
 
 from __future__ import annotations
@@ -11,16 +14,28 @@ import json
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  # no py.typed
 
 from backend.api.openapi import build_document
+from backend.api.routes.pages import PAGE_HEADERS, HeaderedStaticFiles
 from backend.config import Settings
 
 ASSETS = "/docs/assets"
 
-# validatorUrl null: Swagger UI would otherwise send the document to an online validator.
-# BaseLayout: no top bar, whose URL box invites loading documents from elsewhere.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "form-action 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+DOCS_HEADERS = {**PAGE_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+
 PAGE = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -33,17 +48,7 @@ PAGE = f"""<!DOCTYPE html>
 <body>
   <div id="swagger-ui"></div>
   <script src="{ASSETS}/swagger-ui-bundle.js"></script>
-  <script>
-    window.ui = SwaggerUIBundle({{
-      url: "/openapi.json",
-      dom_id: "#swagger-ui",
-      deepLinking: true,
-      validatorUrl: null,
-      presets: [SwaggerUIBundle.presets.apis],
-      layout: "BaseLayout",
-      displayRequestDuration: true,
-    }});
-  </script>
+  <script src="/static/docs.js"></script>
 </body>
 </html>
 """
@@ -65,11 +70,15 @@ async def openapi(request: Request) -> Response:
 
 
 async def reference(request: Request) -> Response:
-    return HTMLResponse(PAGE)
+    return HTMLResponse(PAGE, headers=DOCS_HEADERS)
 
 
 routes = [
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", reference, methods=["GET"]),
-    Mount(ASSETS, app=StaticFiles(directory=str(swagger_ui_path)), name="docs-assets"),
+    Mount(
+        ASSETS,
+        app=HeaderedStaticFiles(directory=str(swagger_ui_path), headers=DOCS_HEADERS),
+        name="docs-assets",
+    ),
 ]

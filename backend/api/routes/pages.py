@@ -42,14 +42,18 @@ PAGE_HEADERS = {
 }
 
 
-class _Assets(StaticFiles):
-    """The assets with the pages' headers: ``/static/artist.html`` must not dodge the CSP."""
+class HeaderedStaticFiles(StaticFiles):
+    """Static files with the pages' headers: ``/static/artist.html`` must not dodge the CSP."""
+
+    def __init__(self, *, directory: PathLike, headers: dict[str, str] = PAGE_HEADERS) -> None:
+        super().__init__(directory=directory)
+        self._headers = headers
 
     def file_response(
         self, full_path: PathLike, stat_result: os.stat_result, scope: Scope, status_code: int = 200
     ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
-        response.headers.update(PAGE_HEADERS)
+        response.headers.update(self._headers)
         return response
 
 
@@ -68,5 +72,5 @@ async def admin(request: Request) -> Response:
 routes = [
     Route("/", artist, methods=["GET"]),
     Route("/admin", admin, methods=["GET"]),
-    Mount("/static", app=_Assets(directory=STATIC_DIR), name="static"),
+    Mount("/static", app=HeaderedStaticFiles(directory=STATIC_DIR), name="static"),
 ]
