@@ -55,9 +55,13 @@ class TieredCache:
             await self._put(self._l1, image)
         return image
 
-    async def put(self, image: CachedImage) -> None:
-        """Write ``image`` to every layer concurrently; failures are logged and skipped."""
-        await asyncio.gather(*(self._put(layer, image) for layer in self._layers))
+    async def put(self, image: CachedImage) -> bool:
+        """Write ``image`` to every layer concurrently; failures are logged and skipped.
+
+        Returns whether at least one layer holds it now (a caller holding a paid-for image
+        may want to try again rather than lose it).
+        """
+        return any(await asyncio.gather(*(self._put(layer, image) for layer in self._layers)))
 
     async def ping(self) -> dict[str, str]:
         """``{layer name: "ok" or what went wrong}``, for the readiness check.
@@ -78,7 +82,7 @@ class TieredCache:
         CACHE_LOOKUPS.labels(layer.name, "miss" if image is None else "hit").inc()
         return image
 
-    async def _put(self, layer: CacheLayer, image: CachedImage) -> None:
+    async def _put(self, layer: CacheLayer, image: CachedImage) -> bool:
         try:
             async with asyncio.timeout(self._write_timeout_s):
                 await layer.put(image)
@@ -87,11 +91,13 @@ class TieredCache:
                 "cache_entry_too_large", layer=layer.name, key=image.key, size=len(image.png)
             )
             CACHE_WRITES.labels(layer.name, "too_large").inc()
+            return False
         except (CacheError, TimeoutError) as exc:
             self._log_failure(layer, "put", image.key, exc)
             CACHE_WRITES.labels(layer.name, "error").inc()
-        else:
-            CACHE_WRITES.labels(layer.name, "ok").inc()
+            return False
+        CACHE_WRITES.labels(layer.name, "ok").inc()
+        return True
 
     async def _ping(self, layer: CacheLayer) -> str:
         try:

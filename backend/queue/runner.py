@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from redis.exceptions import RedisError
@@ -36,18 +37,21 @@ from backend.pixellab import PixelLabClient
 from backend.queue.producer import result_info
 from backend.retry import classify_exception, retry_delay_s, should_retry, visible_message
 from backend.store import keys
-from backend.store.jobs import DeadLetter, Guard, JobStore, Written
+from backend.store.jobs import DeadLetter, Guard, JobStore, Requeued, Written
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # How often a job waiting on another job's call checks whether that call has ended.
 FLIGHT_POLL_S = 0.05
 # How long a shared final outcome (invalid_request) stays readable for the waiters.
 FLIGHT_OUTCOME_KEEP_MS = 60_000
-# After our own Redis failed mid-attempt: wait this long, then try once to requeue.
-STORE_RETRY_S = 1.0
+# After our own Redis failed mid-attempt: try to requeue this often, for this long.
+STORE_RETRY_S, STORE_RETRY_FOR_S = 1.0, 60.0
 # Attempts to start a job whose record keeps changing under the read (compare-and-set).
 START_TRIES = 5
+# How long, and how often, a paid-for image is offered to a failing cache before it is lost.
+KEEP_S, KEEP_RETRY_S = 120.0, 0.25
 
 
 @dataclass
@@ -166,6 +170,10 @@ class JobRunner:
         """
         if record.status is not JobStatus.ACTIVE:
             return record
+        if await self.jobs.takeovers_paused():
+            # Just after a Redis outage: its runner may be alive and about to renew.
+            log.info("job_takeover_deferred", job_id=record.job_id)
+            return None
         alive = await self.jobs.worker_alive(record.worker)
         outcome = "interrupted" if alive else "stalled"
         stalls = record.stalls + (0 if alive else 1)
@@ -252,7 +260,7 @@ class JobRunner:
             )
             # Cached before anything else: the call is paid for, and a fenced-out attempt's
             # image still serves the attempt that took over.
-            await self.cache.put(image)
+            await self._keep(image)
             await self._progress(record, token, Stage.RECEIVED, 90)
             return image
         finally:
@@ -263,6 +271,16 @@ class JobRunner:
                     record.cache_key, token, outcome=outcome, keep_ms=FLIGHT_OUTCOME_KEEP_MS
                 )
             )
+
+    async def _keep(self, image: CachedImage) -> None:
+        """Store a paid-for image, trying again through a cache outage (up to ``KEEP_S``):
+        lost, the job's next attempt would pay PixelLab for it a second time."""
+        deadline = time.monotonic() + KEEP_S
+        while not await self.cache.put(image):
+            if time.monotonic() > deadline:
+                log.error("image_not_kept", cache_key=image.key, tried_s=KEEP_S)
+                return
+            await asyncio.sleep(KEEP_RETRY_S)
 
     async def _wait_for_flight(self, record: JobRecord) -> CachedImage | None:
         """Wait while another attempt holds the flight lock; then its image, or None to try
@@ -300,10 +318,10 @@ class JobRunner:
             result=result_info(record.job_id, image),
             history=_close_attempt(record.history, now, "completed"),
         )
-        written, _ = await self.jobs.finish(
-            done, guard=Guard.fence(token), keep_s=self.settings.keep_finished_s,
-            duration_s=duration_s,
-        )  # fmt: skip
+        guard, keep_s = Guard.fence(token), self.settings.keep_finished_s
+        written, _ = await self._through_outage(
+            lambda: self.jobs.finish(done, guard=guard, keep_s=keep_s, duration_s=duration_s)
+        )
         if written is Written.APPLIED:
             metrics.JOBS_FINISHED.labels("completed").inc()
             log.info("job_completed", duration_s=round(duration_s, 3), shared=shared)
@@ -337,8 +355,10 @@ class JobRunner:
         now = time.time()
         failed = record.finished_as(JobStatus.FAILED, at=now, error=error, history=history)
         dead = DeadLetter(failed.dead_letter_entry(now), self.settings.dlq_retention_s)
-        written, _ = await self.jobs.finish(
-            failed, guard=guard, keep_s=self.settings.keep_finished_s, dead_letter=dead
+        written, _ = await self._through_outage(
+            lambda: self.jobs.finish(
+                failed, guard=guard, keep_s=self.settings.keep_finished_s, dead_letter=dead
+            )
         )
         if written is Written.APPLIED:
             metrics.JOBS_FINISHED.labels("failed").inc()
@@ -356,22 +376,40 @@ class JobRunner:
         return placed
 
     async def _requeue_after_store_failure(self, record: JobRecord, token: str) -> None:
-        """Our Redis failed mid-attempt: requeue once it answers, else leave it to the lease."""
-        await asyncio.sleep(STORE_RETRY_S)
+        """Our Redis failed mid-attempt, before any outcome: requeue it once Redis answers,
+        or leave it to the lease."""
         try:
             await self._requeue_interrupted(record, token, reason="store failed")
         except RedisError:
             log.warning("job_left_to_lease", job_id=record.job_id)
 
+    async def _through_outage(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a store write, trying again through a Redis outage for up to
+        ``STORE_RETRY_FOR_S``: an outcome that is known (a paid image, PixelLab's final
+        word) is written when Redis is back, rather than found again by another call. The
+        attempt stays registered meanwhile, so its lease is renewed as soon as Redis
+        answers. Raises the last ``RedisError`` after that."""
+        deadline = time.monotonic() + STORE_RETRY_FOR_S
+        while True:
+            try:
+                return await write()
+            except RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(STORE_RETRY_S)
+
     async def _requeue(
         self, queued: JobRecord, token: str, *, defer_s: float, extra: tuple[str, ...] = ()
     ) -> bool:
-        rates = await self.estimates.rates()
-        placed = await self.jobs.requeue(
-            queued, "status", "stage", "progress", "history", *extra,
-            token=token, defer_s=defer_s, slots=rates.slots,
-            median_duration_s=rates.median_duration_s,
-        )  # fmt: skip
+        async def write() -> Requeued | None:
+            rates = await self.estimates.rates()
+            return await self.jobs.requeue(
+                queued, "status", "stage", "progress", "history", *extra,
+                token=token, defer_s=defer_s, slots=rates.slots,
+                median_duration_s=rates.median_duration_s,
+            )  # fmt: skip
+
+        placed = await self._through_outage(write)
         if placed is None:
             log.info("job_abandoned", reason="fenced out before requeue")
         return placed is not None

@@ -92,6 +92,15 @@ class WorkerLoops:
         for job_id in lost:
             self.runner.abandon(job_id)
 
+    async def recovered(self) -> None:
+        """First acts after a Redis outage: beat, and pause takeovers for one lease, so the
+        attempts whose leases lapsed in the outage get them back instead of being run (and
+        paid for) again elsewhere."""
+        await self.heartbeat()
+        await self.resources.jobs.pause_takeovers(for_ms=self.runner.lease_ms)
+        await self.renew_leases()
+        log.info("worker_redis_recovered", running=len(self.runner.attempts))
+
     async def heartbeat(self) -> None:
         now = time.time()
         ttl = int(self.settings.worker.heartbeat_s * 3) + 1
@@ -112,8 +121,8 @@ class SpriteWorker(Worker):
 
     - arq lets a Redis error escape its poll loop, which ends the worker. Here the loop logs
       it, waits, and polls again, so a worker recovers by itself when Redis returns; its
-      first act then is a heartbeat, so jobs it was running are seen as interrupted by us,
-      not stalled, when another worker takes them over.
+      first acts then are a heartbeat, a pause on takeovers for one lease and a renewal of
+      its leases (``WorkerLoops.recovered``), so its attempts keep their paid calls.
     - After a job, arq deletes its queue entry and payload (or re-scores the entry for a
       retry) without checking who owns the job now. Such a late write could re-create a
       cancelled job's queue entry or delete the entry of an admin's DLQ retry under the same
@@ -129,7 +138,7 @@ class SpriteWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             if self._redis_down and "loops" in self.ctx:
-                await self.ctx["loops"].heartbeat()
+                await self.ctx["loops"].recovered()
             await super()._poll_iteration()
             self._redis_down = False
         except (RedisError, OSError) as exc:

@@ -342,6 +342,13 @@ class JobStore:
             )
         )
 
+    async def pause_takeovers(self, *, for_ms: int) -> None:
+        """No attempt is taken over for ``for_ms`` (see ``keys.TAKEOVER_PAUSE``)."""
+        await self._redis.set(keys.TAKEOVER_PAUSE, "1", px=for_ms)
+
+    async def takeovers_paused(self) -> bool:
+        return bool(await self._redis.exists(keys.TAKEOVER_PAUSE))
+
     async def worker_alive(self, worker_id: str) -> bool:
         """Whether a worker still sends heartbeats (its key expires a few beats after)."""
         return bool(worker_id) and bool(await self._redis.exists(keys.worker(worker_id)))

@@ -17,6 +17,9 @@ EVENTS_CHANNEL = PREFIX + "events"  # pub/sub: one message per job event, for th
 QUEUE_STATE = PREFIX + "queue-state"  # last reported ok|warning|critical
 STATS = PREFIX + "stats"  # hash of counters exact across processes (cache hits, misses, …)
 POSITIONS_TICK = PREFIX + "positions-tick"  # held for one interval by the process announcing
+# Set for one lease by a worker back from a Redis outage: no attempt is taken over meanwhile,
+# so runners whose leases lapsed in the outage renew them and keep their (paid) calls.
+TAKEOVER_PAUSE = PREFIX + "takeover-pause"
 
 
 def job(job_id: str) -> str:

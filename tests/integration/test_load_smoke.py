@@ -66,6 +66,15 @@ async def test_positions_benchmark_smoke_delivers_every_move() -> None:
     assert "just after a start" in output
 
 
+@pytest.mark.timeout(150)
+async def test_chaos_smoke_keeps_every_invariant() -> None:
+    # Worker SIGKILL and SIGTERM, a Redis restart longer than a lease, cancels, 429s, 5xx.
+    code, output = await _run([sys.executable, "load/chaos.py", "--smoke"], timeout_s=140)
+    assert "invariant violations: 0" in output, output[-4000:]
+    assert code == 0, output[-4000:]
+    assert '"kill": 1' in output and '"redis": 1' in output  # the faults really happened
+
+
 async def test_locust_headless_run_has_no_unexpected_failures(
     make_stack: Callable[..., Stack],
     settings: Settings,

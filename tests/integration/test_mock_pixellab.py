@@ -251,9 +251,32 @@ async def test_stats_count_calls_and_reset(pixellab: PixelLabClient, mock: Threa
     assert await stats(mock) == {
         "generations": 3,
         "by_description": {"a frog": 2, "a toad [mock:server_error]": 1},
+        "calls": {"a frog": {"answered:200": 2}, "a toad [mock:server_error]": {"answered:500": 1}},
+        "in_flight": 0,
+        "peak_in_flight": 1,
     }
     await reset(mock)
-    assert await stats(mock) == {"generations": 0, "by_description": {}}
+    assert await stats(mock) == {
+        "generations": 0, "by_description": {}, "calls": {}, "in_flight": 0, "peak_in_flight": 0
+    }
+
+
+async def test_fault_markers_fail_the_first_calls_then_follow_the_scenario(
+    pixellab: PixelLabClient, mock: ThreadedUvicorn
+) -> None:
+    await reset(mock)
+    body = fields("a flaky frog [mock-fail:503*2][mock-retry-after:7]")
+    for _ in range(2):
+        error = await fails(pixellab, body)
+        assert error.http_status == 503 and error.retry_after_s == 7
+    assert (await pixellab.generate_pixflux(body, timeout_s=5.0)).png
+    slow_toad = fields("a slow toad [mock:rate_limited][mock-retry-after:30]")
+    throttled = await fails(pixellab, slow_toad)
+    assert throttled.http_status == 429 and throttled.retry_after_s == 30
+    calls = (await stats(mock))["calls"]
+    assert calls["a flaky frog [mock-fail:503*2][mock-retry-after:7]"] == {
+        "answered:503": 2, "answered:200": 1
+    }
 
 
 def test_unknown_server_scenario_is_refused() -> None:

@@ -1,0 +1,77 @@
+"""The hooks ``SpriteWorker`` puts into arq's worker, and what they rely on in arq.
+
+Fenced attempts need arq's own post-run writes to be ours (``backend/queue/worker.py``):
+``finish_job`` does nothing and ``finish_failed_job`` drops arq's entries only for a job that
+cannot run. These tests fail loudly when an arq upgrade moves what the hooks lean on, and
+check the behaviour the hooks exist for against a real Redis and worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+
+import arq
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from arq.constants import job_key_prefix
+from arq.worker import Worker
+
+from backend.config import Settings
+from backend.queue.worker import SpriteWorker
+from fixtures.factories import auth, sprite_request, wait_for_status
+from tests.conftest import Stack
+
+
+def test_arq_is_the_version_the_hooks_were_written_for() -> None:
+    # A new arq may change run_job's clean-up: read arq/worker.py and these hooks again,
+    # then move the pin in pyproject.toml and this line together.
+    assert arq.VERSION == "0.28.0"
+
+
+@pytest.mark.parametrize(
+    "name", ["finish_job", "finish_failed_job", "_poll_iteration", "start_jobs", "close"]
+)
+def test_each_hook_overrides_a_method_arq_still_has(name: str) -> None:
+    ours, theirs = getattr(SpriteWorker, name), getattr(Worker, name)
+    assert ours is not theirs
+    assert inspect.iscoroutinefunction(theirs)
+    if name == "finish_failed_job":
+        assert list(inspect.signature(ours).parameters) == list(
+            inspect.signature(theirs).parameters
+        )
+
+
+def test_run_job_still_cleans_up_through_the_hooked_methods() -> None:
+    source = inspect.getsource(Worker.run_job)
+    assert "self.finish_job(" in source and "self.finish_failed_job(" in source
+    # The queue entry and payload are touched nowhere else in run_job.
+    assert "zrem(self.queue_name" not in source and "job_key_prefix + job_id)" in source
+
+
+async def test_a_cancelled_job_leaves_no_queue_entry_for_a_late_write(
+    make_settings: Callable[..., Settings],
+    make_stack: Callable[..., Stack],
+    redis: aioredis.Redis,
+    tokens: dict[str, str],
+) -> None:
+    settings = make_settings()
+    stack = make_stack(settings)
+    alice = tokens["alice"]
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+        response = await http.post(
+            "/v1/jobs", json=sprite_request("a hooked heron [mock-latency:1500]"),
+            headers=auth(alice),
+        )  # fmt: skip
+        job_id = response.json()["job_id"]
+        await wait_for_status(http, job_id, alice, {"active"})
+        assert (await http.delete(f"/v1/jobs/{job_id}", headers=auth(alice))).status_code == 202
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # the aborted task ends, arq runs its clean-up
+            assert await redis.zscore(settings.queue_name, job_id) is None
+            assert await redis.exists(job_key_prefix + job_id) == 0
+            await wait_for_status(http, job_id, alice, {"cancelled"})
+            await asyncio.sleep(0.05)
