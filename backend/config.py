@@ -36,6 +36,12 @@ class PixelLabSettings(BaseModel):
     # At least WorkerSettings.max_jobs: a smaller pool makes jobs queue for a connection, so
     # 500 slow jobs ran 100 at a time (docs/benchmarks.md).
     max_connections: int = 500
+    # PixelLab calls at once across every worker (leased permits in Redis).
+    max_concurrency: int = Field(10, ge=1)
+    # How long 429s may keep deferring one job (their total) before it fails as rate_limited.
+    throttle_max_wait_s: float = Field(3600.0, ge=0)
+    # While paused (401/402), how often one process asks GET /balance whether to resume.
+    probe_interval_s: float = Field(30.0, gt=0)
 
 
 class FirestoreSettings(BaseModel):

@@ -59,6 +59,15 @@ DESCRIPTIONS: dict[str, str] = {
     "otherwise, because evicted slots and records break the limits. Set it only for a "
     "throw-away Redis; a managed Redis that forbids `CONFIG` is not checked at all.",
     "SPRITEQ_PIXELLAB__BASE_URL": "PixelLab's API, or the mock (`spritequeue mock-pixellab`).",
+    "SPRITEQ_PIXELLAB__MAX_CONCURRENCY": "PixelLab calls at once across every worker, held as "
+    "leased permits in Redis (a dead worker's permit lapses with its lease). Set it to what "
+    "the PixelLab account allows; while PixelLab answers 429 the service lowers it by itself "
+    "and raises it back as calls succeed.",
+    "SPRITEQ_PIXELLAB__THROTTLE_MAX_WAIT_S": "How long 429s may defer one job, in all, "
+    "before it fails as `rate_limited`. 429s spend no retry until then.",
+    "SPRITEQ_PIXELLAB__PROBE_INTERVAL_S": "While calls are paused by a 401 or 402, how often "
+    "one process asks PixelLab's `GET /balance` whether the key works and there is credit, "
+    "to resume by itself.",
     "SPRITEQ_PIXELLAB__API_KEY": "PixelLab's bearer token (a secret, never logged). "
     "`spritequeue dev` starts the mock when it is unset.",
     "SPRITEQ_PIXELLAB__CONNECT_TIMEOUT_S": "Connect timeout of each PixelLab call; the whole "

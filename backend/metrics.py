@@ -58,3 +58,8 @@ AUTH_FAILURES = Counter(
     "Requests refused for their bearer token.",
     ["reason"],  # missing, invalid, throttled (invalid, past the address's allowance: 429)
 )
+UPSTREAM_CHANGES = Counter(
+    "spritequeue_upstream_changes_total",
+    "Changes of PixelLab's state as this process saw them, by the state entered.",
+    ["state"],  # ok, throttled, paused
+)

@@ -212,12 +212,27 @@ class QueueState(StrEnum):
     CRITICAL = "critical"
 
 
+class UpstreamState(StrEnum):
+    OK = "ok"
+    THROTTLED = "throttled"  # 429s: fewer calls at once for a while
+    PAUSED = "paused"  # 401/402: no calls until a probe or an admin resumes
+
+
+class UpstreamView(BaseModel):
+    """PixelLab's state as the service sees it."""
+
+    state: UpstreamState = UpstreamState.OK
+    reason: str | None = Field(None, description="auth, insufficient_credits or rate_limited")
+    since: float | None = Field(None, description="unix time of the last change")
+
+
 class QueueView(BaseModel):
     waiting: int
     active: int
     capacity: int
     state: QueueState
     estimated_wait_s: float
+    upstream: UpstreamView = UpstreamView()
 
 
 class ErrorBody(BaseModel):
@@ -263,6 +278,8 @@ class JobRecord(BaseModel):
     # ``stalls`` counts attempts whose worker was lost (a separate cap).
     failures: int = 0
     stalls: int = 0
+    # Seconds 429s have deferred this job in all (capped by pixellab.throttle_max_wait_s).
+    throttled_s: float = 0.0
     # Where a queued job waits, written by the scripts that place it (admitJob, and
     # announcePositions while it waits); cleared by every later change of state.
     position: int | None = None

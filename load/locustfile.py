@@ -48,7 +48,7 @@ def _load_tokens(**_: Any) -> None:
 
 def _prompt() -> str:
     if random.random() < FAIL_SHARE:
-        return f"a cursed {random.choice(SUBJECTS)} #{random.randrange(10**9)} [mock:auth_error]"
+        return f"a cursed {random.choice(SUBJECTS)} #{random.randrange(10**9)} [mock:failure]"
     if random.random() < REPEAT_SHARE:
         return random.choice(POPULAR)  # repeats: the cache and dedup paths
     return f"a {random.choice(COLOURS)} {random.choice(SUBJECTS)} #{random.randrange(10**9)}"

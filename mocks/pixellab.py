@@ -64,7 +64,7 @@ _FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
 
 class _MockPixelLab:
     def __init__(self, scenario: str, latency_ms: int, api_key: str | None) -> None:
-        self.scenario = scenario
+        self.scenario = self.initial_scenario = scenario
         self.latency_ms = latency_ms
         self.api_key = api_key
         self.by_description: Counter[str] = Counter()
@@ -73,6 +73,7 @@ class _MockPixelLab:
         self.calls: dict[str, Counter[str]] = {}
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.balance_checks = 0
 
     def _unauthorized(self, request: Request) -> Response | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -154,7 +155,12 @@ class _MockPixelLab:
     async def balance(self, request: Request) -> Response:
         if (denied := self._unauthorized(request)) is not None:
             return denied
-        usd = round(_START_BALANCE_USD - self.spent_usd, 6)
+        if self.scenario == "auth_error":
+            return _error(401, "Invalid API token", {"WWW-Authenticate": "Bearer"})
+        self.balance_checks += 1
+        usd = 0.0 if self.scenario == "insufficient_credits" else round(
+            _START_BALANCE_USD - self.spent_usd, 6
+        )
         generations = sum(self.by_description.values())
         return JSONResponse(
             {
@@ -172,13 +178,25 @@ class _MockPixelLab:
                 "calls": {prompt: dict(ends) for prompt, ends in self.calls.items()},
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,
+                "balance_checks": self.balance_checks,
             }
         )
 
+    async def set_scenario(self, request: Request) -> Response:
+        """``POST /_mock/scenario {"scenario": ...}``: the server's scenario from now on (an
+        account that loses its key or credit, then gets it back)."""
+        scenario = (await request.json()).get("scenario")
+        if scenario not in SCENARIOS:
+            return _error(422, f"unknown scenario {scenario!r}")
+        self.scenario = scenario
+        return JSONResponse({"scenario": scenario})
+
     async def reset(self, request: Request) -> Response:
+        self.scenario = self.initial_scenario
         self.by_description.clear()
         self.calls.clear()
         self.peak_in_flight = self.in_flight
+        self.balance_checks = 0
         self.spent_usd = 0.0
         return JSONResponse({"generations": 0, "by_description": {}})
 
@@ -249,6 +267,7 @@ def create_mock_app(
         Route("/balance", mock.balance, methods=["GET"]),
         Route("/_mock/stats", mock.stats, methods=["GET"]),
         Route("/_mock/reset", mock.reset, methods=["POST"]),
+        Route("/_mock/scenario", mock.set_scenario, methods=["POST"]),
     ]
     return Starlette(routes=[*routes, Mount("/v1", routes=routes)])
 

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from backend.aio import cancel_and_wait, run_every
 from backend.api.context import RequestContext
 from backend.api.errors import EXCEPTION_HANDLERS
-from backend.api.routes import admin, docs, events, jobs, pages, system
+from backend.api.routes import admin, docs, events, jobs, pages, system, upstream
 from backend.config import Settings, check_api_settings
 from backend.logs import configure_logging
 from backend.observability import queue_registry
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *events.routes,
             *system.routes,
             *admin.routes,
+            *upstream.routes,
             *docs.routes,
             *pages.routes,
         ],

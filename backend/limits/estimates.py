@@ -4,7 +4,7 @@ Inputs, all read from Redis on every call, so every API process sees the same fi
     D  median of the last 100 completed run times (``sq:durations``, kept by ``finishJob``),
        ``DEFAULT_DURATION_S`` until there is any
     S  worker slots: the summed ``max_jobs`` of workers with a heartbeat in the last
-       ``HEARTBEAT_STALE_S`` seconds
+       ``HEARTBEAT_STALE_S`` seconds, at most the PixelLab call permits there are now
     A  jobs running now (``sq:active``);  I  jobs queued + running (``sq:inflight``)
 
 Formulas (pure functions below, unit-tested):
@@ -37,6 +37,7 @@ from typing import NamedTuple
 import redis.asyncio as aioredis
 
 from backend.config import LimitSettings
+from backend.limits.upstream import effective_limit
 from backend.models import QueueState, QueueView
 from backend.store import keys
 
@@ -108,9 +109,12 @@ RATES_TTL_S = 1.0  # how long one process reuses them on the submit path
 
 
 class QueueEstimates:
-    def __init__(self, redis: aioredis.Redis, limits: LimitSettings) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, limits: LimitSettings, *, max_concurrency: int = 10**6
+    ) -> None:
         self._redis = redis
         self._limits = limits
+        self._max_concurrency = max_concurrency
         self._rates: tuple[float, Rates] | None = None  # (monotonic time of the read, rates)
 
     async def snapshot(self) -> Snapshot:
@@ -121,13 +125,17 @@ class QueueEstimates:
             pipe.zcard(keys.ACTIVE)
             pipe.lrange(keys.DURATIONS, 0, DURATION_SAMPLES - 1)
             pipe.zrangebyscore(keys.WORKERS, cutoff_ms, "+inf")
-            inflight, active, durations, workers = await pipe.execute()
+            pipe.hget(keys.UPSTREAM, "limit")
+            inflight, active, durations, workers, permits = await pipe.execute()
         slots = 0
         if workers:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for worker_id in workers:
                     pipe.hget(keys.worker(worker_id.decode()), "concurrency")
                 slots = sum(int(c or 0) for c in await pipe.execute())
+            # No more jobs run at once than there are PixelLab call permits (fewer while
+            # PixelLab throttles us).
+            slots = min(slots, effective_limit(permits, self._max_concurrency))
         median = statistics.median(float(d) for d in durations) if durations else DEFAULT_DURATION_S
         snap = Snapshot(int(inflight), int(active), slots, median)
         self._rates = (time.monotonic(), Rates(slots, median))

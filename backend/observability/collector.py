@@ -28,7 +28,8 @@ from prometheus_client.registry import Collector
 
 from backend.config import LimitSettings, Settings
 from backend.limits.estimates import HEARTBEAT_STALE_S, queue_state
-from backend.models import QueueState
+from backend.limits.upstream import effective_limit
+from backend.models import QueueState, UpstreamState
 from backend.store import keys
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,14 @@ _GAUGES: dict[str, tuple[str, list[str]]] = {
         ["state"],
     ),
     "spritequeue_scrape_redis_up": ("1 if this scrape could read Redis, else 0.", []),
+    "spritequeue_upstream_state": (
+        "1 for PixelLab's current state as the service sees it (ok, throttled, paused).",
+        ["state"],
+    ),
+    "spritequeue_pixellab_permits": (
+        "PixelLab call permits: held now, and the limit now (lower while throttled).",
+        ["kind"],
+    ),
 }
 
 
@@ -59,6 +68,9 @@ class QueueFigures:
     dlq: int
     workers: int
     state: QueueState
+    upstream: UpstreamState
+    permits_held: int
+    permits_limit: int
 
     @property
     def waiting(self) -> int:
@@ -104,6 +116,7 @@ class QueueCollector(Collector):
         self._redis = client
         self._limits = settings.limits
         self._dlq_retention_s = settings.jobs.dlq_retention_s
+        self._max_concurrency = settings.pixellab.max_concurrency
 
     def describe(self) -> Iterable[Metric]:
         # Without this, registering would call collect() and touch Redis.
@@ -119,13 +132,19 @@ class QueueCollector(Collector):
             pipe.zcard(keys.ACTIVE)
             pipe.zcount(keys.DLQ, int((now - self._dlq_retention_s) * 1000), "+inf")
             pipe.zcount(keys.WORKERS, int((now - HEARTBEAT_STALE_S) * 1000), "+inf")
+            pipe.zcount(keys.PERMITS, int(now * 1000), "+inf")
+            pipe.hmget(keys.UPSTREAM, ["state", "limit"])
             pipe.get(keys.QUEUE_STATE)
-            *counts, last_state = pipe.execute()
+            *counts, permits, (upstream, limit), last_state = pipe.execute()
         inflight, active, dlq, workers = (int(n) for n in counts)
         state = queue_state(inflight, self._limits)
         if last_state is None or last_state.decode() != state.value:
             note_state_change(self._redis, state, inflight, self._limits)
-        return QueueFigures(inflight, active, dlq, workers, state)
+        return QueueFigures(
+            inflight, active, dlq, workers, state,
+            UpstreamState(upstream.decode() if upstream else UpstreamState.OK.value),
+            int(permits), effective_limit(limit, self._max_concurrency),
+        )  # fmt: skip
 
     def collect(self) -> Iterable[Metric]:
         try:
@@ -150,6 +169,13 @@ class QueueCollector(Collector):
                 families["spritequeue_queue_state"].add_metric(
                     [state.value], 1 if state is figures.state else 0
                 )
+            for upstream in UpstreamState:
+                families["spritequeue_upstream_state"].add_metric(
+                    [upstream.value], 1 if upstream is figures.upstream else 0
+                )
+            permits = families["spritequeue_pixellab_permits"]
+            permits.add_metric(["held"], figures.permits_held)
+            permits.add_metric(["limit"], figures.permits_limit)
         # Families with no sample (Redis down) are left out rather than exported empty.
         return [family for family in families.values() if family.samples]
 

@@ -16,6 +16,7 @@ from backend.cache import FirestoreL2, RedisL1, TieredCache, create_firestore_cl
 from backend.config import Settings
 from backend.limits.estimates import QueueEstimates
 from backend.limits.positions import PositionAnnouncer
+from backend.limits.upstream import Upstream
 from backend.store.eviction import check_eviction_policy
 from backend.store.jobs import JobStore
 from backend.store.scripts import Scripts
@@ -45,6 +46,7 @@ class Resources:
     jobs: JobStore
     cache: TieredCache
     estimates: QueueEstimates
+    upstream: Upstream
     _closers: list[object] = field(default_factory=list)
 
     def position_announcer(self) -> PositionAnnouncer:
@@ -108,6 +110,9 @@ async def open_resources(settings: Settings) -> Resources:
         scripts=scripts,
         jobs=JobStore(redis, scripts, queue_name=settings.queue_name),
         cache=cache,
-        estimates=QueueEstimates(redis, settings.limits),
+        estimates=QueueEstimates(
+            redis, settings.limits, max_concurrency=settings.pixellab.max_concurrency
+        ),
+        upstream=Upstream(redis, scripts, settings.pixellab),
         _closers=closers,
     )

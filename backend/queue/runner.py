@@ -32,10 +32,17 @@ from backend.cache import CachedImage, TieredCache
 from backend.config import JobSettings
 from backend.errors import ErrorType, FencedOut, UpstreamError
 from backend.limits.estimates import QueueEstimates
+from backend.limits.upstream import CallOutcome, Permit, Upstream
 from backend.models import Attempt, ErrorInfo, JobRecord, JobStatus, Stage
 from backend.pixellab import PixelLabClient
 from backend.queue.producer import result_info
-from backend.retry import classify_exception, retry_delay_s, should_retry, visible_message
+from backend.retry import (
+    backoff_s,
+    classify_exception,
+    retry_delay_s,
+    should_retry,
+    visible_message,
+)
 from backend.store import keys
 from backend.store.jobs import DeadLetter, Guard, JobStore, Requeued, Written
 
@@ -52,6 +59,14 @@ STORE_RETRY_S, STORE_RETRY_FOR_S = 1.0, 60.0
 START_TRIES = 5
 # How long, and how often, a paid-for image is offered to a failing cache before it is lost.
 KEEP_S, KEEP_RETRY_S = 120.0, 0.25
+# A job that waited on another's call and then found no permit tries again this soon.
+PERMIT_RETRY_S = 0.5
+# Failures that are the account's (a bad key, no credit), not the job's: they pause calls.
+ACCOUNT_WIDE = frozenset({ErrorType.AUTH, ErrorType.INSUFFICIENT_CREDITS})
+
+
+class NoPermit(Exception):
+    """Every PixelLab call permit is held; the job goes back to the queue."""
 
 
 @dataclass
@@ -61,6 +76,7 @@ class RunningAttempt:
     token: str
     task: asyncio.Task[Any]
     flight: str = ""  # the single-flight lock key while this attempt holds it
+    permit: bool = True  # holds one of the deployment's PixelLab call permits
 
 
 @dataclass
@@ -69,8 +85,14 @@ class JobRunner:
     cache: TieredCache
     pixellab: PixelLabClient
     estimates: QueueEstimates
+    upstream: Upstream
     settings: JobSettings
     worker_id: str
+    # The most 429s may defer one job, in all (pixellab.throttle_max_wait_s).
+    throttle_max_wait_s: float = 3600.0
+    # Called when a job found no call permit (busy or paused): the worker stops picking
+    # jobs for a moment.
+    on_no_permit: Callable[[Permit], None] = lambda permit: None
     # job id -> the attempt this worker runs; renewed by the worker's lease loop.
     attempts: dict[str, RunningAttempt] = field(default_factory=dict)
 
@@ -78,9 +100,9 @@ class JobRunner:
     def lease_ms(self) -> int:
         return int(self.settings.lease_s * 1000)
 
-    def leases(self) -> dict[str, tuple[str, str]]:
-        """``job id -> (token, flight key or "")`` of every running attempt."""
-        return {job_id: (a.token, a.flight) for job_id, a in self.attempts.items()}
+    def leases(self) -> dict[str, tuple[str, str, bool]]:
+        """``job id -> (token, flight key or "", holds a permit)`` of every running attempt."""
+        return {job_id: (a.token, a.flight, a.permit) for job_id, a in self.attempts.items()}
 
     def abandon(self, job_id: str) -> None:
         """Cancel an attempt that lost its fence: its PixelLab call is dropped at once."""
@@ -106,7 +128,7 @@ class JobRunner:
         record, token = started
         task = asyncio.current_task()
         assert task is not None
-        self.attempts[job_id] = RunningAttempt(token, task)
+        attempt = self.attempts[job_id] = RunningAttempt(token, task)
         try:
             with structlog.contextvars.bound_contextvars(
                 job_id=job_id, user_id=record.user, request_id=record.request_id
@@ -117,6 +139,8 @@ class JobRunner:
             await self._requeue_after_store_failure(record, token)
         finally:
             self.attempts.pop(job_id, None)
+            if attempt.permit:  # not used for a call: a cache hit, a skip, a shutdown
+                await asyncio.shield(self._release_quietly(token, CallOutcome.UNUSED))
 
     # ---- starting -------------------------------------------------------------------------
 
@@ -132,6 +156,12 @@ class JobRunner:
             if record is None:
                 return None
             token = uuid.uuid4().hex
+            permit = await self.upstream.acquire(token, job_id, lease_ms=self.lease_ms)
+            if permit is not Permit.GRANTED:
+                # The job keeps its place in the queue; this worker looks again shortly.
+                self.on_no_permit(permit)
+                log.debug("job_waits_for_permit", job_id=job_id, permit=permit.name.lower())
+                return None
             now = time.time()
             attempt = Attempt(number=record.attempts + 1, started_at=now)
             started = record.model_copy(
@@ -154,6 +184,7 @@ class JobRunner:
                     metrics.JOB_WAIT.observe(max(now - record.created_at, 0.0))
                 log.info("job_started", job_id=job_id, attempt=attempt.number)
                 return started.model_copy(update={"rev": value, "fence": token}), token
+            await self.upstream.release(token, CallOutcome.UNUSED)
             if written is Written.FINAL:
                 await self.jobs.drop_stale(job_id)
                 return None
@@ -205,6 +236,11 @@ class JobRunner:
         except FencedOut:
             log.warning("job_abandoned", reason="fenced out")
             return
+        except NoPermit:
+            # It waited on another job's call, which failed; every permit is taken now.
+            history = _close_attempt(record.history, time.time(), "requeued")
+            await self._requeue(record.requeued(history=history), token, defer_s=PERMIT_RETRY_S)
+            return
         except RedisError:
             raise  # our own store failed, not the job: see run()
         except Exception as exc:  # every other failure is classified; none escapes
@@ -227,9 +263,24 @@ class JobRunner:
         cached = await self.cache.get(record.cache_key)
         if cached is not None:
             return cached, True
+        attempt = self.attempts[record.job_id]
         while True:
             if await self.jobs.take_flight(record.cache_key, token, lease_ms=self.lease_ms):
+                if not attempt.permit:
+                    permit = await self.upstream.acquire(
+                        token, record.job_id, lease_ms=self.lease_ms
+                    )
+                    if permit is Permit.GRANTED:
+                        attempt.permit = True
+                    else:
+                        await self.jobs.release_flight(
+                            record.cache_key, token, outcome=None, keep_ms=0
+                        )
+                        raise NoPermit
                 return await self._call(record, token), False
+            if attempt.permit:  # waiting on another job's call needs no permit
+                attempt.permit = False
+                await self.upstream.release(token, CallOutcome.UNUSED)
             shared = await self._wait_for_flight(record)
             if shared is not None:
                 return shared, True
@@ -240,17 +291,25 @@ class JobRunner:
         if attempt is not None:
             attempt.flight = keys.flight(record.cache_key)
         outcome: dict[str, Any] | None = None
+        told = CallOutcome.UNUSED  # what the call says about PixelLab's capacity
         try:
             await self._progress(record, token, Stage.SUBMITTED, 10)
             try:
                 generated = await self.pixellab.generate_pixflux(
                     record.request, timeout_s=record.timeout_s
                 )
+                told = CallOutcome.OK
             except UpstreamError as exc:
                 if exc.error_type is ErrorType.INVALID_REQUEST:
                     # The same request would fail the same way: the waiters share it.
                     outcome = {"type": exc.error_type.value, "message": exc.message}
+                if exc.error_type is ErrorType.RATE_LIMITED:
+                    told = CallOutcome.THROTTLED
                 raise
+            finally:
+                if attempt is not None and attempt.permit:
+                    attempt.permit = False
+                    await asyncio.shield(self._release_quietly(token, told))
             image = CachedImage.new(
                 record.cache_key,
                 generated.png,
@@ -332,8 +391,16 @@ class JobRunner:
         error_type = classify_exception(exc)
         if error_type is ErrorType.INTERNAL:
             log.exception("job_crashed", error_type=type(exc).__name__)
+        if error_type in ACCOUNT_WIDE:
+            await self._on_account_failure(record, token, error_type, exc)
+            return
+        if error_type is ErrorType.RATE_LIMITED and await self._on_throttled(record, token, exc):
+            return
         failures = record.failures + 1
-        retry = should_retry(error_type, failures, self.settings.max_retries)
+        # Past the throttle ceiling a 429 is final: the job has waited long enough.
+        retry = error_type is not ErrorType.RATE_LIMITED and should_retry(
+            error_type, failures, self.settings.max_retries
+        )
         message = visible_message(error_type, exc, record.job_id)
         error = ErrorInfo(type=error_type, message=message, retryable=retry)
         history = _close_attempt(record.history, time.time(), "failed", error)
@@ -348,6 +415,56 @@ class JobRunner:
         if placed:
             metrics.JOB_RETRIES.labels(error_type.value).inc()
             log.info("job_retry_scheduled", error_type=error_type.value, delay_s=round(delay, 2))
+
+    async def _on_throttled(self, record: JobRecord, token: str, exc: Exception) -> bool:
+        """A 429 is backpressure, not the job's failure: back to the queue after the
+        server's ``Retry-After`` (else a jittered backoff) without spending a retry, until
+        429s have deferred the job ``throttle_max_wait_s`` in all. False past that."""
+        retry_after = exc.retry_after_s if isinstance(exc, UpstreamError) else None
+        throttles = 1 + sum(
+            a.error is not None and a.error.type is ErrorType.RATE_LIMITED for a in record.history
+        )
+        delay = retry_after if retry_after is not None else backoff_s(
+            throttles, base_s=self.settings.backoff_base_s, max_s=self.settings.backoff_max_s,
+            jitter=self.settings.jitter,
+        )  # fmt: skip
+        delay = retry_delay_s(throttles, ErrorType.RATE_LIMITED, delay, self.settings)
+        throttled_s = record.throttled_s + delay
+        if throttled_s > self.throttle_max_wait_s:
+            return False
+        error = ErrorInfo(
+            type=ErrorType.RATE_LIMITED,
+            message=visible_message(ErrorType.RATE_LIMITED, exc, record.job_id),
+            retryable=True,
+        )
+        history = _close_attempt(record.history, time.time(), "requeued", error)
+        queued = record.model_copy(update={"throttled_s": throttled_s}).requeued(
+            history=history, error=error
+        )
+        if await self._requeue(queued, token, defer_s=delay, extra=("error", "throttled_s")):
+            log.info("job_throttled", delay_s=round(delay, 2), throttled_s=round(throttled_s, 1))
+        return True
+
+    async def _on_account_failure(
+        self, record: JobRecord, token: str, error_type: ErrorType, exc: Exception
+    ) -> None:
+        """A 401 or 402 is the account's, not the job's: pause every call, keep the job."""
+        await self.upstream.pause(error_type.value)
+        error = ErrorInfo(
+            type=error_type, message=visible_message(error_type, exc, record.job_id),
+            retryable=True,
+        )  # fmt: skip
+        history = _close_attempt(record.history, time.time(), "requeued", error)
+        queued = record.requeued(history=history, error=error)
+        if await self._requeue(queued, token, defer_s=0.0, extra=("error",)):
+            log.warning("job_held_for_upstream", error_type=error_type.value)
+
+    async def _release_quietly(self, token: str, outcome: str) -> None:
+        """Give a permit back; if Redis is away, its lease frees it."""
+        try:
+            await self.upstream.release(token, outcome)
+        except RedisError:
+            log.info("permit_left_to_lease")
 
     async def _dead_letter(
         self, record: JobRecord, guard: Guard, error: ErrorInfo, history: list[Attempt]

@@ -1,6 +1,6 @@
 """The arq worker: resources opened in ``on_startup``, closed in ``on_shutdown``.
 
-Besides arq's own loop, each worker keeps four small background loops:
+Besides arq's own loop, each worker keeps five small background loops:
 - **lease**: arq holds a job's in-progress key for the whole job timeout (+10 s), so a
   killed worker's job would wait up to 10 minutes. We shorten the key to ``lease_s`` and
   renew it (and the attempt's single-flight lock) every ``lease_s / 3``, fenced by the
@@ -11,6 +11,8 @@ Besides arq's own loop, each worker keeps four small background loops:
 - **heartbeat**: the worker's concurrency and running count, for readiness and ETAs.
 - **reconciler**: frees slots whose job no longer exists (see ``limits.reconciler``).
 - **positions**: waiting jobs' places, pushed to their streams (see ``limits.positions``).
+- **probe**: while PixelLab calls are paused (401/402), ``GET /balance`` once per interval
+  across the deployment, resuming when it answers with credit (see ``limits.upstream``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from redis.exceptions import RedisError
 
 from backend.aio import cancel_and_wait, run_every
 from backend.config import Settings
+from backend.errors import UpstreamError
 from backend.limits.reconciler import Reconciler
+from backend.limits.upstream import Permit
 from backend.pixellab import PixelLabClient, create_http_client
 from backend.queue.producer import TASK_NAME
 from backend.queue.resources import Resources, open_resources
@@ -49,6 +53,9 @@ ARQ_TIMEOUT_S = 7 * 24 * 3600
 # Tries are counted by us (attempt history, stalls); arq's counter is only a backstop.
 ARQ_MAX_TRIES = 1000
 RECONCILE_EVERY_S = 30.0
+PERMIT_WAIT_S = 0.1  # how long a worker that found no call permit picks no job
+PAUSED_WAIT_S = 1.0  # the same while PixelLab calls are paused
+PROBE_TIMEOUT_S = 10.0
 REDIS_RETRY_S = 1.0
 
 
@@ -74,6 +81,7 @@ class WorkerLoops:
             (self.settings.worker.heartbeat_s, self.heartbeat),
             (RECONCILE_EVERY_S, Reconciler(res.redis, res.jobs, jobs).run_once),
             (positions.interval_s, positions.run_once),
+            (self.settings.pixellab.probe_interval_s, self.probe),
         ):
             self._tasks.append(asyncio.create_task(run_every(every, step), name=step.__name__))
 
@@ -91,6 +99,27 @@ class WorkerLoops:
         lost = await self.resources.jobs.renew_leases(leases, lease_ms=self.runner.lease_ms)
         for job_id in lost:
             self.runner.abandon(job_id)
+
+    async def probe(self) -> None:
+        """While PixelLab calls are paused (401/402), ask ``GET /balance`` once per interval
+        across the deployment, and resume when the key works and there is credit."""
+        upstream = self.resources.upstream
+        if not await upstream.paused():
+            return
+        interval_ms = int(self.settings.pixellab.probe_interval_s * 1000)
+        if not await self.resources.redis.set(
+            keys.PROBE_TICK, self.worker_id, nx=True, px=interval_ms
+        ):
+            return
+        try:
+            usd = await self.runner.pixellab.balance_usd(timeout_s=PROBE_TIMEOUT_S)
+        except UpstreamError as exc:
+            log.info("upstream_probe_failed", error_type=exc.error_type.value)
+            return
+        if usd > 0:
+            await upstream.resume(by="probe")
+        else:
+            log.info("upstream_probe_no_credit", usd=usd)
 
     async def recovered(self) -> None:
         """First acts after a Redis outage: beat, and pause takeovers for one lease, so the
@@ -134,6 +163,14 @@ class SpriteWorker(Worker):
     """
 
     _redis_down = False
+    _permit_wait_until = 0.0
+
+    def wait_for_permit(self, permit: Permit) -> None:
+        """A job found no PixelLab call permit: pick no job for a moment (longer while calls
+        are paused), so jobs keep their places in the queue and Redis is not asked again
+        at every poll."""
+        wait_s = PAUSED_WAIT_S if permit is Permit.PAUSED else PERMIT_WAIT_S
+        self._permit_wait_until = time.monotonic() + wait_s
 
     async def _poll_iteration(self) -> None:
         try:
@@ -167,6 +204,8 @@ class SpriteWorker(Worker):
         await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        if time.monotonic() < self._permit_wait_until:
+            return
         try:
             await super().start_jobs(job_ids)
         except (RedisError, OSError):
@@ -186,8 +225,11 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             cache=resources.cache,
             pixellab=PixelLabClient(http),
             estimates=resources.estimates,
+            upstream=resources.upstream,
             settings=settings.jobs,
             worker_id=worker_id,
+            throttle_max_wait_s=settings.pixellab.throttle_max_wait_s,
+            on_no_permit=worker.wait_for_permit,
         )
         loops = WorkerLoops(
             resources, runner, max_jobs=settings.worker.max_jobs, worker_id=worker_id

@@ -306,15 +306,16 @@ class JobStore:
         return bool(dropped)
 
     async def renew_leases(
-        self, attempts: dict[str, tuple[str, str]], *, lease_ms: int
+        self, attempts: dict[str, tuple[str, str, bool]], *, lease_ms: int
     ) -> list[str]:
-        """Renew each attempt's lease and flight lock (``job id -> (token, flight key or
-        "")``); returns the job ids whose attempt lost its fence."""
+        """Renew each attempt's lease, flight lock and call permit (``job id -> (token,
+        flight key or "", holds a permit)``); returns the job ids whose attempt lost its
+        fence."""
         if not attempts:
             return []
-        args: list[Any] = [lease_ms, keys.job(""), in_progress_key_prefix]
-        for job_id, (token, flight) in attempts.items():
-            args += [job_id, token, flight]
+        args: list[Any] = [lease_ms, keys.job(""), in_progress_key_prefix, keys.PERMITS, now_ms()]
+        for job_id, (token, flight, permit) in attempts.items():
+            args += [job_id, token, flight, "1" if permit else ""]
         lost = await self._scripts.run("renewLeases", [], args)
         return [_text(job_id) for job_id in lost]
 

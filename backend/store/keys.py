@@ -20,6 +20,12 @@ POSITIONS_TICK = PREFIX + "positions-tick"  # held for one interval by the proce
 # Set for one lease by a worker back from a Redis outage: no attempt is taken over meanwhile,
 # so runners whose leases lapsed in the outage renew them and keep their (paid) calls.
 TAKEOVER_PAUSE = PREFIX + "takeover-pause"
+# PixelLab as the deployment sees it (backend.limits.upstream): the call permits, a zset
+# attempt token -> lease expiry (ms), and a hash of its state (ok|throttled|paused), the
+# reason, since when, and the number of permits while throttled.
+PERMITS = PREFIX + "permits"
+UPSTREAM = PREFIX + "upstream"
+PROBE_TICK = PREFIX + "probe-tick"  # held for one probe interval by the process probing
 
 
 def job(job_id: str) -> str:

@@ -599,7 +599,8 @@ async def test_position_and_eta_for_successive_submissions(
 
         queue = (await http.get("/v1/queue")).json()
         assert queue == {"waiting": 6, "active": 0, "capacity": 500, "state": "ok",
-                         "estimated_wait_s": 30.0}  # fmt: skip
+                         "estimated_wait_s": 30.0,
+                         "upstream": {"state": "ok", "reason": None, "since": None}}  # fmt: skip
 
         async def place(user: str, job: dict[str, Any]) -> tuple[int, float]:
             body = (await http.get(f"/v1/jobs/{job['job_id']}", headers=auth(tokens[user]))).json()

@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from backend.config import Settings
 from fixtures.factories import auth, sprite_request, wait_for_status
 from fixtures.stack import WorkerThread, settings_env
+from tests.conftest import Stack
 
 FINAL = {"completed", "failed", "cancelled"}
 
@@ -41,9 +41,9 @@ async def dlq_entry(http: httpx.AsyncClient, admin: str, job_id: str) -> dict[st
     ("marker", "error_type", "attempts"),
     [
         ("server_error", "server_error", 2),
-        ("auth_error", "auth", 1),
         ("failure", "invalid_request", 1),
-        ("insufficient_credits", "insufficient_credits", 1),
+        # auth (401) and insufficient_credits (402) pause PixelLab calls instead: the job is
+        # kept (tests/integration/test_upstream.py).
     ],
 )
 async def test_classified_failures_retry_or_dead_letter(
@@ -66,15 +66,25 @@ async def test_classified_failures_retry_or_dead_letter(
     assert queue["waiting"] == queue["active"] == 0  # the slot was released
 
 
-async def test_rate_limited_waits_for_retry_after(
-    client: httpx.AsyncClient, tokens: dict[str, str]
+async def test_rate_limited_waits_for_retry_after_until_the_throttle_ceiling(
+    make_settings: Callable[..., Settings],
+    make_stack: Callable[..., Stack],
+    tokens: dict[str, str],
 ) -> None:
-    job_id = await submit(client, tokens["alice"], "a crab [mock:rate_limited]")
-    done = await wait_for_status(client, job_id, tokens["alice"], FINAL)
-    assert done["error"]["type"] == "rate_limited" and done["attempts"] == 2
-    first, second = (await dlq_entry(client, tokens["admin"], job_id))["history"]
-    gap = second["started_at"] - first["finished_at"]
-    assert 1.0 <= gap < 2.0, gap  # the mock sends Retry-After: 1; jitter adds at most 10 %
+    # 429s spend no retry; they defer the job (Retry-After: 1 from the mock) until they have
+    # deferred it throttle_max_wait_s in all, and only then is it a failure.
+    stack = make_stack(make_settings(pixellab={"throttle_max_wait_s": 2.5}))
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
+        job_id = await submit(client, tokens["alice"], "a crab [mock:rate_limited]")
+        done = await wait_for_status(client, job_id, tokens["alice"], FINAL)
+        assert done["error"]["type"] == "rate_limited" and done["attempts"] == 3
+        entry = await dlq_entry(client, tokens["admin"], job_id)
+    assert entry["failures"] == 1  # only the last, past the ceiling
+    first, second, third = entry["history"]
+    assert [a["outcome"] for a in entry["history"]] == ["requeued", "requeued", "failed"]
+    for before, after in ((first, second), (second, third)):
+        gap = after["started_at"] - before["finished_at"]
+        assert 1.0 <= gap < 2.0, gap  # Retry-After: 1; jitter adds at most 10 %
 
 
 async def test_timeout_is_classified_and_retried(
@@ -127,7 +137,7 @@ async def test_dlq_list_is_newest_first_and_paginated(
 ) -> None:
     ids = []
     for n in range(3):
-        ids.append(await submit(client, tokens["alice"], f"bad {n} [mock:auth_error]"))
+        ids.append(await submit(client, tokens["alice"], f"bad {n} [mock:failure]"))
         await wait_for_status(client, ids[-1], tokens["alice"], FINAL)
     admin = auth(tokens["admin"])
     page = (await client.get("/v1/admin/dlq?limit=2", headers=admin)).json()
@@ -146,17 +156,14 @@ async def test_dlq_list_is_newest_first_and_paginated(
 async def test_admin_retry_requeues_and_bypasses_the_user_cap(
     make_settings: Callable[..., Settings], make_stack: Any, tokens: dict[str, str]
 ) -> None:
-    # A worker with a wrong PixelLab key dead-letters the job; a fixed worker then runs the retry.
+    # PixelLab rejects the first call (dead-lettered); the admin's retry then succeeds.
     good = make_settings(limits={"per_user": 1})
-    broken = good.model_copy(
-        update={"pixellab": good.pixellab.model_copy(update={"api_key": SecretStr("wrong")})}
-    )
     stack = make_stack(good, worker=False)
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
-        with WorkerThread(broken):
-            job_id = await submit(http, tokens["alice"], "a fox")
+        with WorkerThread(good):
+            job_id = await submit(http, tokens["alice"], "a fox [mock-fail:422*1]")
             failed = await wait_for_status(http, job_id, tokens["alice"], FINAL)
-        assert failed["error"]["type"] == "auth"
+        assert failed["error"]["type"] == "invalid_request"
         # alice fills her cap (1) with another job; the admin retry must still be admitted.
         await submit(http, tokens["alice"], "a wolf")
         retried = await http.post(f"/v1/admin/dlq/{job_id}/retry", headers=auth(tokens["admin"]))
@@ -173,7 +180,7 @@ async def test_admin_retry_requeues_and_bypasses_the_user_cap(
 async def test_dlq_from_the_command_line(
     client: httpx.AsyncClient, tokens: dict[str, str], settings: Settings
 ) -> None:
-    job_id = await submit(client, tokens["alice"], "a rat [mock:auth_error]")
+    job_id = await submit(client, tokens["alice"], "a rat [mock:failure]")
     await wait_for_status(client, job_id, tokens["alice"], FINAL)
     env = settings_env(settings)
 

@@ -254,11 +254,13 @@ async def test_stats_count_calls_and_reset(pixellab: PixelLabClient, mock: Threa
         "calls": {"a frog": {"answered:200": 2}, "a toad [mock:server_error]": {"answered:500": 1}},
         "in_flight": 0,
         "peak_in_flight": 1,
+        "balance_checks": 0,
     }
     await reset(mock)
     assert await stats(mock) == {
-        "generations": 0, "by_description": {}, "calls": {}, "in_flight": 0, "peak_in_flight": 0
-    }
+        "generations": 0, "by_description": {}, "calls": {}, "in_flight": 0,
+        "peak_in_flight": 0, "balance_checks": 0,
+    }  # fmt: skip
 
 
 async def test_fault_markers_fail_the_first_calls_then_follow_the_scenario(

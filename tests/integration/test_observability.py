@@ -70,14 +70,14 @@ EXPECTED_DELTAS = {
     ("spritequeue_jobs_finished_total", ("status", "completed")): 3,
     ("spritequeue_jobs_finished_total", ("status", "failed")): 1,
     ("spritequeue_jobs_finished_total", ("status", "cancelled")): 0,
-    ("spritequeue_job_retries_total", ("type", "auth")): 0,
+    ("spritequeue_job_retries_total", ("type", "invalid_request")): 0,
     # submit looks up every non-duplicate; the worker looks again before it calls PixelLab
     ("spritequeue_cache_lookups_total", ("layer", "l1", "result", "hit")): 1,
     ("spritequeue_cache_lookups_total", ("layer", "l1", "result", "miss")): 10,
     ("spritequeue_cache_lookups_total", ("layer", "l1", "result", "error")): 0,
     ("spritequeue_cache_writes_total", ("layer", "l1", "result", "ok")): 3,
     ("spritequeue_pixellab_requests_total", ("outcome", "ok")): 3,
-    ("spritequeue_pixellab_requests_total", ("outcome", "auth")): 1,
+    ("spritequeue_pixellab_requests_total", ("outcome", "invalid_request")): 1,
     ("spritequeue_job_duration_seconds_count", ()): 4,
     ("spritequeue_job_wait_seconds_count", ()): 4,
     ("spritequeue_pixellab_request_duration_seconds_count", ()): 4,
@@ -116,7 +116,7 @@ async def test_mixed_jobs_move_each_counter_by_exactly_the_right_amount(
         missed = await submit(alice, "an observed lantern", 202)
         assert await settle(missed, tokens["alice"]) == "completed"
         assert (await submit(bob, "an observed lantern", 200))["cached"] is True
-        failing = await submit(alice, "[mock:auth_error] a cursed lantern", 202)
+        failing = await submit(alice, "[mock:failure] a cursed lantern", 202)
         assert await settle(failing, tokens["alice"]) == "failed"
 
         slow = await submit(alice, "[mock-latency:1500] a slow lantern", 202)

@@ -309,12 +309,12 @@ async def test_failed_job_stream_ends_with_failed(
 ) -> None:
     stack = make_sse_stack(settings)
     async with http_client(stack) as http:
-        job_id = await submit(http, tokens["alice"], "a broken golem [mock:auth_error]")
+        job_id = await submit(http, tokens["alice"], "a broken golem [mock:failure]")
         async with sse(http, f"/v1/jobs/{job_id}/events", auth(tokens["alice"])) as stream:
             events = await stream.events()
     assert events[-1].event == "failed"
     assert events[-1].view["status"] == "failed"
-    assert events[-1].view["error"]["type"] == "auth"
+    assert events[-1].view["error"]["type"] == "invalid_request"
     assert all(e.event == "progress" for e in events[:-1])
 
 

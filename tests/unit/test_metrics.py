@@ -28,6 +28,7 @@ CONTRACT = {
     "spritequeue_sse_connections": ("gauge", ()),
     "spritequeue_position_events": ("counter", ()),
     "spritequeue_auth_failures": ("counter", ("reason",)),
+    "spritequeue_upstream_changes": ("counter", ("state",)),
 }
 SCRAPE_TIME = {
     "spritequeue_queue_jobs": ["state"],
@@ -36,6 +37,8 @@ SCRAPE_TIME = {
     "spritequeue_queue_capacity": [],
     "spritequeue_queue_state": ["state"],
     "spritequeue_scrape_redis_up": [],
+    "spritequeue_upstream_state": ["state"],
+    "spritequeue_pixellab_permits": ["kind"],
 }
 
 

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
-from backend.api.openapi import admin, events, jobs, system
+from backend.api.openapi import admin, events, jobs, system, upstream
 from backend.api.openapi.components import (
     HEADERS,
     JSON,
@@ -38,7 +38,7 @@ from backend.api.schemas import (
     Readiness,
 )
 from backend.config import Settings
-from backend.models import ErrorBody, JobView, QueueView, SpriteRequest
+from backend.models import ErrorBody, JobView, QueueView, SpriteRequest, UpstreamView
 
 # Request bodies are described as validated, responses as serialized.
 MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
@@ -50,6 +50,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
             JobView,
             JobList,
             QueueView,
+            UpstreamView,
             ErrorBody,
             InvalidRequestBody,
             DlqEntry,
@@ -101,6 +102,7 @@ def build_document(settings: Settings) -> JSON:
         **events.paths(schemas, settings),
         **system.paths(schemas),
         **admin.paths(schemas, settings),
+        **upstream.paths(schemas),
     }
     for operation in _operations(paths):
         operation.setdefault("parameters", []).append(parameter("RequestId"))

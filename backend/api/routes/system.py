@@ -32,6 +32,7 @@ READY_TIMEOUT_S = 1.0
 async def queue(request: Request) -> Response:
     resources: Resources = request.app.state.resources
     view = await resources.estimates.queue_view()
+    view.upstream = await resources.upstream.view()
     return Response(view.model_dump_json(), media_type="application/json")
 
 

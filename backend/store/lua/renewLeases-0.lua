@@ -10,15 +10,21 @@
   ARGV[1] lease (ms)
   ARGV[2] job record key prefix ("sq:job:")
   ARGV[3] arq's in-progress key prefix ("arq:in-progress:")
-  ARGV[4 ...] triples: job id, the attempt's token, its flight lock key or ""
+  ARGV[4] the PixelLab call permits' key ("sq:permits"), ARGV[5] now (ms)
+  ARGV[6 ...] quadruples: job id, the attempt's token, its flight lock key or "", "1" if it
+              holds a call permit (renewed too) else ""
 
   Returns the job ids whose attempt has lost its fence.
 ]]
 local lease = ARGV[1]
+local until_ms = tonumber(ARGV[5]) + tonumber(lease)
 local lost = {}
-for i = 4, #ARGV, 3 do
-  local job_id, token, flight = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 6, #ARGV, 4 do
+  local job_id, token, flight, permit = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call("HGET", ARGV[2] .. job_id, "fence") == token then
+    if permit == "1" then
+      redis.call("ZADD", ARGV[4], "XX", until_ms, token)
+    end
     -- SET, not PEXPIRE: a lease that lapsed but was not taken over is still ours.
     redis.call("SET", ARGV[3] .. job_id, token, "PX", lease)
     if flight ~= "" then
