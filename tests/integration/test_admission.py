@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,18 +31,10 @@ from backend.store import jobs as jobs_module
 from backend.store import keys
 from backend.store.jobs import Guard, Written
 from backend.store.tokens import TokenStore
-from fixtures.factories import auth, sprite_request
-from fixtures.stack import spawn, stop_process, wait_http
+from fixtures.factories import auth, sprite_request, wait_until
+from fixtures.stack import spawn, wait_http
 
 # ---- helpers -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        stop_process(process, timeout_s=5)
 
 
 async def start_apis(
@@ -132,15 +124,6 @@ async def assert_every_slot_has_its_job(redis: aioredis.Redis, settings: Setting
         assert await redis.zcard(keys.user_inflight(user)) == count
     assert await redis.zcard(settings.queue_name) == len(slots)
     return slots
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @dataclass(frozen=True)
