@@ -2,10 +2,11 @@
 
 Each attempt holds a **fence** (a fresh token, ``JobStore.start_attempt``); every write it
 makes is refused once another writer has moved the job on, and a refused write makes the
-runner abandon the job at once (``FencedOut``). Outcomes and where they go:
+runner abandon the job at once (``FencedOut``). Before it starts, an attempt takes one of
+the deployment's PixelLab call permits (``limits.upstream``); without one the job keeps its
+place in the queue. Where attempts end (failures: ``queue.outcomes``):
     success                    -> completed, written through to the cache, slot released
-    own retryable failure      -> back to the queue after a backoff; spends a retry
-    own final failure          -> failed + dead-lettered, slot released
+    a failure                  -> retried, held back, or dead-lettered (``Outcomes.failed``)
     cancelled by a user        -> already final (the API's finishJob); the call is abandoned
     worker shutting down       -> back to the queue at once (``interrupted``, spends nothing)
     our Redis failing          -> back to the queue when Redis answers again, else the lease
@@ -20,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -35,34 +36,23 @@ from backend.limits.estimates import QueueEstimates
 from backend.limits.upstream import CallOutcome, Permit, Upstream
 from backend.models import Attempt, ErrorInfo, JobRecord, JobStatus, Stage
 from backend.pixellab import PixelLabClient
+from backend.queue.outcomes import Outcomes, close_attempt
 from backend.queue.producer import result_info
-from backend.retry import (
-    backoff_s,
-    classify_exception,
-    retry_delay_s,
-    should_retry,
-    visible_message,
-)
 from backend.store import keys
-from backend.store.jobs import DeadLetter, Guard, JobStore, Requeued, Written
+from backend.store.jobs import Guard, JobStore, Written
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 # How often a job waiting on another job's call checks whether that call has ended.
 FLIGHT_POLL_S = 0.05
 # How long a shared final outcome (invalid_request) stays readable for the waiters.
 FLIGHT_OUTCOME_KEEP_MS = 60_000
-# After our own Redis failed mid-attempt: try to requeue this often, for this long.
-STORE_RETRY_S, STORE_RETRY_FOR_S = 1.0, 60.0
 # Attempts to start a job whose record keeps changing under the read (compare-and-set).
 START_TRIES = 5
 # How long, and how often, a paid-for image is offered to a failing cache before it is lost.
 KEEP_S, KEEP_RETRY_S = 120.0, 0.25
 # A job that waited on another's call and then found no permit tries again this soon.
 PERMIT_RETRY_S = 0.5
-# Failures that are the account's (a bad key, no credit), not the job's: they pause calls.
-ACCOUNT_WIDE = frozenset({ErrorType.AUTH, ErrorType.INSUFFICIENT_CREDITS})
 
 
 class NoPermit(Exception):
@@ -95,6 +85,11 @@ class JobRunner:
     on_no_permit: Callable[[Permit], None] = lambda permit: None
     # job id -> the attempt this worker runs; renewed by the worker's lease loop.
     attempts: dict[str, RunningAttempt] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.outcomes = Outcomes(
+            self.jobs, self.upstream, self.estimates, self.settings, self.throttle_max_wait_s
+        )
 
     @property
     def lease_ms(self) -> int:
@@ -136,11 +131,11 @@ class JobRunner:
                 await self._attempt(record, token)
         except RedisError as exc:
             log.warning("job_store_failed", job_id=job_id, error=type(exc).__name__)
-            await self._requeue_after_store_failure(record, token)
+            await self.outcomes.requeue_after_store_failure(record, token)
         finally:
             self.attempts.pop(job_id, None)
             if attempt.permit:  # not used for a call: a cache hit, a skip, a shutdown
-                await asyncio.shield(self._release_quietly(token, CallOutcome.UNUSED))
+                await asyncio.shield(self.outcomes.release_quietly(token, CallOutcome.UNUSED))
 
     # ---- starting -------------------------------------------------------------------------
 
@@ -208,14 +203,14 @@ class JobRunner:
         alive = await self.jobs.worker_alive(record.worker)
         outcome = "interrupted" if alive else "stalled"
         stalls = record.stalls + (0 if alive else 1)
-        history = _close_attempt(record.history, time.time(), outcome)
+        history = close_attempt(record.history, time.time(), outcome)
         closed = record.model_copy(update={"history": history, "stalls": stalls})
         log.warning("job_taken_over", job_id=record.job_id, outcome=outcome, stalls=stalls)
         if stalls <= self.settings.max_stalls:
             return closed
         message = f"the job's worker was lost {stalls} times"
         error = ErrorInfo(type=ErrorType.INTERNAL, message=message, retryable=False)
-        await self._dead_letter(closed, Guard.rev(record.rev), error, history)
+        await self.outcomes.dead_letter(closed, Guard.rev(record.rev), error, history)
         return None
 
     # ---- one attempt ----------------------------------------------------------------------
@@ -229,7 +224,7 @@ class JobRunner:
             # its clients, and a cancellation is delivered only once. A cancelled or
             # taken-over job refuses the requeue (fenced): only a shutdown requeues.
             try:
-                await self._requeue_interrupted(record, token, reason="worker shutting down")
+                await self.outcomes.requeue_interrupted(record, token, reason="shutdown")
             except RedisError:
                 log.warning("job_left_to_lease", reason="store failed during shutdown")
             raise
@@ -238,14 +233,15 @@ class JobRunner:
             return
         except NoPermit:
             # It waited on another job's call, which failed; every permit is taken now.
-            history = _close_attempt(record.history, time.time(), "requeued")
-            await self._requeue(record.requeued(history=history), token, defer_s=PERMIT_RETRY_S)
+            history = close_attempt(record.history, time.time(), "requeued")
+            queued = record.requeued(history=history)
+            await self.outcomes.requeue(queued, token, defer_s=PERMIT_RETRY_S)
             return
         except RedisError:
             raise  # our own store failed, not the job: see run()
         except Exception as exc:  # every other failure is classified; none escapes
             metrics.JOB_DURATION.observe(time.monotonic() - began)
-            await self._on_failure(record, token, exc)
+            await self.outcomes.failed(record, token, exc)
             return
         duration = time.monotonic() - began
         metrics.JOB_DURATION.observe(duration)
@@ -309,7 +305,7 @@ class JobRunner:
             finally:
                 if attempt is not None and attempt.permit:
                     attempt.permit = False
-                    await asyncio.shield(self._release_quietly(token, told))
+                    await asyncio.shield(self.outcomes.release_quietly(token, told))
             image = CachedImage.new(
                 record.cache_key,
                 generated.png,
@@ -375,10 +371,10 @@ class JobRunner:
             cached=shared,
             error=None,  # an earlier try's failure is history now
             result=result_info(record.job_id, image),
-            history=_close_attempt(record.history, now, "completed"),
+            history=close_attempt(record.history, now, "completed"),
         )
         guard, keep_s = Guard.fence(token), self.settings.keep_finished_s
-        written, _ = await self._through_outage(
+        written, _ = await self.outcomes.through_outage(
             lambda: self.jobs.finish(done, guard=guard, keep_s=keep_s, duration_s=duration_s)
         )
         if written is Written.APPLIED:
@@ -386,156 +382,3 @@ class JobRunner:
             log.info("job_completed", duration_s=round(duration_s, 3), shared=shared)
         else:
             log.warning("job_abandoned", reason="fenced out at completion")
-
-    async def _on_failure(self, record: JobRecord, token: str, exc: Exception) -> None:
-        error_type = classify_exception(exc)
-        if error_type is ErrorType.INTERNAL:
-            log.exception("job_crashed", error_type=type(exc).__name__)
-        if error_type in ACCOUNT_WIDE:
-            await self._on_account_failure(record, token, error_type, exc)
-            return
-        if error_type is ErrorType.RATE_LIMITED and await self._on_throttled(record, token, exc):
-            return
-        failures = record.failures + 1
-        # Past the throttle ceiling a 429 is final: the job has waited long enough.
-        retry = error_type is not ErrorType.RATE_LIMITED and should_retry(
-            error_type, failures, self.settings.max_retries
-        )
-        message = visible_message(error_type, exc, record.job_id)
-        error = ErrorInfo(type=error_type, message=message, retryable=retry)
-        history = _close_attempt(record.history, time.time(), "failed", error)
-        failed = record.model_copy(update={"failures": failures})
-        if not retry:
-            await self._dead_letter(failed, Guard.fence(token), error, history)
-            return
-        retry_after = exc.retry_after_s if isinstance(exc, UpstreamError) else None
-        delay = retry_delay_s(failures, error_type, retry_after, self.settings)
-        queued = failed.requeued(history=history, error=error)
-        placed = await self._requeue(queued, token, defer_s=delay, extra=("error", "failures"))
-        if placed:
-            metrics.JOB_RETRIES.labels(error_type.value).inc()
-            log.info("job_retry_scheduled", error_type=error_type.value, delay_s=round(delay, 2))
-
-    async def _on_throttled(self, record: JobRecord, token: str, exc: Exception) -> bool:
-        """A 429 is backpressure, not the job's failure: back to the queue after the
-        server's ``Retry-After`` (else a jittered backoff) without spending a retry, until
-        429s have deferred the job ``throttle_max_wait_s`` in all. False past that."""
-        retry_after = exc.retry_after_s if isinstance(exc, UpstreamError) else None
-        throttles = 1 + sum(
-            a.error is not None and a.error.type is ErrorType.RATE_LIMITED for a in record.history
-        )
-        delay = retry_after if retry_after is not None else backoff_s(
-            throttles, base_s=self.settings.backoff_base_s, max_s=self.settings.backoff_max_s,
-            jitter=self.settings.jitter,
-        )  # fmt: skip
-        delay = retry_delay_s(throttles, ErrorType.RATE_LIMITED, delay, self.settings)
-        throttled_s = record.throttled_s + delay
-        if throttled_s > self.throttle_max_wait_s:
-            return False
-        error = ErrorInfo(
-            type=ErrorType.RATE_LIMITED,
-            message=visible_message(ErrorType.RATE_LIMITED, exc, record.job_id),
-            retryable=True,
-        )
-        history = _close_attempt(record.history, time.time(), "requeued", error)
-        queued = record.model_copy(update={"throttled_s": throttled_s}).requeued(
-            history=history, error=error
-        )
-        if await self._requeue(queued, token, defer_s=delay, extra=("error", "throttled_s")):
-            log.info("job_throttled", delay_s=round(delay, 2), throttled_s=round(throttled_s, 1))
-        return True
-
-    async def _on_account_failure(
-        self, record: JobRecord, token: str, error_type: ErrorType, exc: Exception
-    ) -> None:
-        """A 401 or 402 is the account's, not the job's: pause every call, keep the job."""
-        await self.upstream.pause(error_type.value)
-        error = ErrorInfo(
-            type=error_type, message=visible_message(error_type, exc, record.job_id),
-            retryable=True,
-        )  # fmt: skip
-        history = _close_attempt(record.history, time.time(), "requeued", error)
-        queued = record.requeued(history=history, error=error)
-        if await self._requeue(queued, token, defer_s=0.0, extra=("error",)):
-            log.warning("job_held_for_upstream", error_type=error_type.value)
-
-    async def _release_quietly(self, token: str, outcome: str) -> None:
-        """Give a permit back; if Redis is away, its lease frees it."""
-        try:
-            await self.upstream.release(token, outcome)
-        except RedisError:
-            log.info("permit_left_to_lease")
-
-    async def _dead_letter(
-        self, record: JobRecord, guard: Guard, error: ErrorInfo, history: list[Attempt]
-    ) -> None:
-        now = time.time()
-        failed = record.finished_as(JobStatus.FAILED, at=now, error=error, history=history)
-        dead = DeadLetter(failed.dead_letter_entry(now), self.settings.dlq_retention_s)
-        written, _ = await self._through_outage(
-            lambda: self.jobs.finish(
-                failed, guard=guard, keep_s=self.settings.keep_finished_s, dead_letter=dead
-            )
-        )
-        if written is Written.APPLIED:
-            metrics.JOBS_FINISHED.labels("failed").inc()
-            log.warning(
-                "job_dead_lettered", job_id=record.job_id, error_type=error.type.value,
-                attempts=record.attempts, failures=record.failures, stalls=record.stalls,
-            )  # fmt: skip
-
-    async def _requeue_interrupted(self, record: JobRecord, token: str, *, reason: str) -> bool:
-        """Back to the queue at once, spending no retry: the interruption was ours."""
-        history = _close_attempt(record.history, time.time(), "interrupted")
-        placed = await self._requeue(record.requeued(history=history), token, defer_s=0.0)
-        if placed:
-            log.info("job_requeued", reason=reason)
-        return placed
-
-    async def _requeue_after_store_failure(self, record: JobRecord, token: str) -> None:
-        """Our Redis failed mid-attempt, before any outcome: requeue it once Redis answers,
-        or leave it to the lease."""
-        try:
-            await self._requeue_interrupted(record, token, reason="store failed")
-        except RedisError:
-            log.warning("job_left_to_lease", job_id=record.job_id)
-
-    async def _through_outage(self, write: Callable[[], Awaitable[T]]) -> T:
-        """Run a store write, trying again through a Redis outage for up to
-        ``STORE_RETRY_FOR_S``: an outcome that is known (a paid image, PixelLab's final
-        word) is written when Redis is back, rather than found again by another call. The
-        attempt stays registered meanwhile, so its lease is renewed as soon as Redis
-        answers. Raises the last ``RedisError`` after that."""
-        deadline = time.monotonic() + STORE_RETRY_FOR_S
-        while True:
-            try:
-                return await write()
-            except RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(STORE_RETRY_S)
-
-    async def _requeue(
-        self, queued: JobRecord, token: str, *, defer_s: float, extra: tuple[str, ...] = ()
-    ) -> bool:
-        async def write() -> Requeued | None:
-            rates = await self.estimates.rates()
-            return await self.jobs.requeue(
-                queued, "status", "stage", "progress", "history", *extra,
-                token=token, defer_s=defer_s, slots=rates.slots,
-                median_duration_s=rates.median_duration_s,
-            )  # fmt: skip
-
-        placed = await self._through_outage(write)
-        if placed is None:
-            log.info("job_abandoned", reason="fenced out before requeue")
-        return placed is not None
-
-
-def _close_attempt(
-    history: list[Attempt], now: float, outcome: Any, error: ErrorInfo | None = None
-) -> list[Attempt]:
-    if not history:
-        return history
-    last = history[-1].model_copy(update={"finished_at": now, "outcome": outcome, "error": error})
-    return [*history[:-1], last]
