@@ -96,6 +96,9 @@ class WorkerSettings(BaseModel):
     # average before a worker sees it: 0.01 s is ~5 ms for ~100 cheap polls/s per worker
     # (measured in docs/benchmarks.md).
     poll_delay_s: float = 0.01
+    # An idle worker waits for a wake-up (backend.queue.wakeups) and polls on its own only
+    # this often, or when the next deferred job is due.
+    idle_poll_s: float = Field(2.0, gt=0)
     shutdown_grace_s: float = 30.0
     heartbeat_s: float = 5.0
 

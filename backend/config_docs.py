@@ -129,8 +129,12 @@ DESCRIPTIONS: dict[str, str] = {
     "refreshed and pushed to their streams (once per interval across all processes).",
     "SPRITEQ_WORKER__MAX_JOBS": "Jobs one worker process runs at once. Jobs mostly wait on "
     "PixelLab, so hundreds per process are fine.",
-    "SPRITEQ_WORKER__POLL_DELAY_S": "The pause between two polls of the queue by an idle "
-    "worker; a new job waits half of it on average.",
+    "SPRITEQ_WORKER__POLL_DELAY_S": "The pause between two polls of the queue while a worker "
+    "keeps finding jobs to start.",
+    "SPRITEQ_WORKER__IDLE_POLL_S": "An idle worker is woken by a message when a job is "
+    "admitted, requeued or a call permit frees, and also polls on its own this often (or "
+    "when the next deferred job is due). A new job waits for a wake-up, not a poll: this "
+    "only bounds the delay a lost message costs.",
     "SPRITEQ_WORKER__SHUTDOWN_GRACE_S": "On SIGTERM, how long running jobs may finish before "
     "the rest are requeued.",
     "SPRITEQ_WORKER__HEARTBEAT_S": "How often a worker reports itself alive (readiness, "

@@ -74,7 +74,7 @@ class Upstream:
         after = await self._scripts.run(
             "releasePermit",
             [keys.PERMITS, keys.UPSTREAM],
-            [token, outcome, _now_ms(), self.max_concurrency],
+            [token, outcome, _now_ms(), self.max_concurrency, keys.WAKE_CHANNEL],
         )
         after = after.decode() if isinstance(after, bytes) else str(after)
         if after != before:
@@ -98,6 +98,7 @@ class Upstream:
         await self._redis.hset(  # type: ignore[misc]
             keys.UPSTREAM, mapping={"state": UpstreamState.OK.value, "since": time.time()}
         )
+        await self._redis.publish(keys.WAKE_CHANNEL, "")  # the jobs that waited go now
         if before != UpstreamState.OK.value:
             self._changed(UpstreamState.OK, None, by=by)
         return await self.view()

@@ -316,7 +316,9 @@ class JobRunner:
             # Cached before anything else: the call is paid for, and a fenced-out attempt's
             # image still serves the attempt that took over.
             await self._keep(image)
-            await self._progress(record, token, Stage.RECEIVED, 90)
+            await self.outcomes.through_outage(
+                lambda: self._progress(record, token, Stage.RECEIVED, 90)
+            )
             return image
         finally:
             if attempt is not None:
@@ -328,12 +330,14 @@ class JobRunner:
             )
 
     async def _keep(self, image: CachedImage) -> None:
-        """Store a paid-for image, trying again through a cache outage (up to ``KEEP_S``):
-        lost, the job's next attempt would pay PixelLab for it a second time."""
+        """Store a paid-for image, trying again while our Redis is away (up to ``KEEP_S``):
+        lost in an outage, the job would run again and pay PixelLab a second time. A cache
+        that fails while the queue's Redis answers is a cache outage: the job completes
+        without it (as any cache failure, it never fails a job)."""
         deadline = time.monotonic() + KEEP_S
         while not await self.cache.put(image):
-            if time.monotonic() > deadline:
-                log.error("image_not_kept", cache_key=image.key, tried_s=KEEP_S)
+            if await self.jobs.reachable() or time.monotonic() > deadline:
+                log.error("image_not_kept", cache_key=image.key)
                 return
             await asyncio.sleep(KEEP_RETRY_S)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 from arq.connections import RedisSettings
+from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
@@ -42,6 +43,7 @@ from backend.queue.resources import Resources, open_resources
 from backend.queue.runner import JobRunner
 from backend.queue.serializer import deserialize, serialize
 from backend.queue.tasks import generate_sprite
+from backend.queue.wakeups import Wakeups
 from backend.store import keys
 
 log = structlog.get_logger(__name__)
@@ -164,6 +166,8 @@ class SpriteWorker(Worker):
 
     _redis_down = False
     _permit_wait_until = 0.0
+    _started_any = False  # whether the last poll started a job
+    _idle_poll_s = 2.0
 
     def wait_for_permit(self, permit: Permit) -> None:
         """A job found no PixelLab call permit: pick no job for a moment (longer while calls
@@ -176,13 +180,39 @@ class SpriteWorker(Worker):
         try:
             if self._redis_down and "loops" in self.ctx:
                 await self.ctx["loops"].recovered()
+            self._started_any = False
             await super()._poll_iteration()
             self._redis_down = False
+            await self._until_work()
         except (RedisError, OSError) as exc:
             if not self._redis_down:
                 log.warning("worker_redis_unavailable", error=type(exc).__name__)
             self._redis_down = True
             await asyncio.sleep(REDIS_RETRY_S)
+
+    async def _until_work(self) -> None:
+        """After a poll that started nothing (or with every slot busy), wait for a wake-up,
+        the next deferred job, or ``idle_poll_s``, instead of polling again at once."""
+        wakeups: Wakeups | None = self.ctx.get("wakeups")
+        if wakeups is None or self.burst:
+            return
+        if self._started_any and self.job_counter < self.max_jobs:
+            return  # it found work: there may be more
+        now = time.monotonic()
+        timeout = self._idle_poll_s
+        if now < self._permit_wait_until:
+            timeout = min(timeout, self._permit_wait_until - now)
+        elif self.job_counter < self.max_jobs:
+            due = await self.pool.zrangebyscore(
+                self.queue_name, f"({timestamp_ms()}", "+inf", start=0, num=1, withscores=True
+            )
+            if due:
+                timeout = min(timeout, max(due[0][1] - timestamp_ms(), 0) / 1000)
+        await wakeups.wait(timeout)
+
+    async def _cancel_aborted_jobs(self) -> None:
+        if self.job_tasks:  # nothing to abort on an idle worker: no read of arq's abort set
+            await super()._cancel_aborted_jobs()
 
     async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
         """Nothing: the job's own scripts already moved it through arq's keys."""
@@ -206,8 +236,13 @@ class SpriteWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if time.monotonic() < self._permit_wait_until:
             return
+        # Jobs this worker runs stay in arq's queue until they end: skip them here rather
+        # than pay a WATCH round trip each to find them running.
+        job_ids = [j for j in job_ids if j.decode() not in self.tasks]
+        before = self.job_counter
         try:
             await super().start_jobs(job_ids)
+            self._started_any = self.job_counter > before
         except (RedisError, OSError):
             # arq had taken a semaphore slot and counted the job it was starting.
             self.job_counter -= 1
@@ -234,7 +269,9 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         loops = WorkerLoops(
             resources, runner, max_jobs=settings.worker.max_jobs, worker_id=worker_id
         )
-        ctx.update(resources=resources, http=http, loops=loops, runner=runner)
+        wakeups = Wakeups(resources.redis)
+        wakeups.start()
+        ctx.update(resources=resources, http=http, loops=loops, runner=runner, wakeups=wakeups)
         await loops.heartbeat()
         loops.start()
         log.info("worker_started", worker_id=loops.worker_id, max_jobs=loops.max_jobs)
@@ -242,6 +279,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if "loops" in ctx:
             await ctx["runner"].drain(timeout_s=10)
+            await ctx["wakeups"].stop()
             await ctx["loops"].stop()
             await ctx["http"].aclose()
             await ctx["resources"].close()
@@ -252,6 +290,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
 
     async def on_job_end(ctx: dict[str, Any]) -> None:
         ctx["loops"].running.discard(ctx["job_id"])
+        ctx["wakeups"].set()  # a slot freed: look at the queue again
 
     worker = SpriteWorker(
         functions=[
@@ -282,4 +321,5 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     )
     # The short, renewed lease described in the module docstring.
     worker.in_progress_timeout_s = settings.jobs.lease_s
+    worker._idle_poll_s = settings.worker.idle_poll_s
     return worker

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from redis.exceptions import RedisError
 
 from backend.models import JobRecord
 from backend.store import keys
@@ -144,7 +145,7 @@ class JobStore:
                 job_id, int(record.created_at * 1000), dedup_window_ms, per_user, capacity,
                 arq_payload, arq_expires_ms, _json(record.to_fields()),
                 record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, user,
-                "1" if from_dlq else "0", slots, median_duration_s, keep_s,
+                "1" if from_dlq else "0", slots, median_duration_s, keep_s, keys.WAKE_CHANNEL,
             ],
         )  # fmt: skip
         admission = Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
@@ -252,6 +253,7 @@ class JobStore:
                 Guard.fence(token), now, now + int(defer_s * 1000),
                 _json(record.to_fields(*fields)), record.view().model_dump_json(),
                 EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id, slots, median_duration_s,
+                keys.WAKE_CHANNEL,
             ],
         )  # fmt: skip
         if not int(code):
@@ -342,6 +344,13 @@ class JobStore:
                 [token, "" if outcome is None else _json(outcome), keep_ms],
             )
         )
+
+    async def reachable(self) -> bool:
+        """Whether this Redis answers a PING now."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
 
     async def pause_takeovers(self, *, for_ms: int) -> None:
         """No attempt is taken over for ``for_ms`` (see ``keys.TAKEOVER_PAUSE``)."""

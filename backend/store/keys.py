@@ -14,6 +14,7 @@ DLQ = PREFIX + "dlq"  # zset job_id -> dead-lettered at (ms)
 DURATIONS = PREFIX + "durations"  # list of recent run durations (s), newest first
 WORKERS = PREFIX + "workers"  # zset worker_id -> last heartbeat (ms)
 EVENTS_CHANNEL = PREFIX + "events"  # pub/sub: one message per job event, for the SSE fan-out
+WAKE_CHANNEL = PREFIX + "wake"  # pub/sub: work became available (backend.queue.wakeups)
 QUEUE_STATE = PREFIX + "queue-state"  # last reported ok|warning|critical
 STATS = PREFIX + "stats"  # hash of counters exact across processes (cache hits, misses, …)
 POSITIONS_TICK = PREFIX + "positions-tick"  # held for one interval by the process announcing

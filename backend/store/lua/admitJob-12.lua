@@ -31,6 +31,7 @@
   ARGV[13] "1" when this requeues a dead-lettered job
   ARGV[14] worker slots, ARGV[15] median run time (s): inputs of the estimated wait
   ARGV[16] how long the user's job index is kept after its last write (s)
+  ARGV[17] pub/sub channel that wakes idle workers (sq:wake)
 
   Returns {code, job_id, inflight_count[, position, estimated_wait_s]}
      1  admitted, with the new job's place
@@ -110,4 +111,5 @@ local data = with_place(ARGV[9], position, eta)
 local stream_id = redis.call("XADD", KEYS[8], "MAXLEN", "~", ARGV[10], "*",
   "event", "progress", "data", data)
 redis.call("PUBLISH", ARGV[11], job_id .. " " .. stream_id .. " progress " .. data)
+redis.call("PUBLISH", ARGV[17], "")
 return {1, job_id, inflight + 1, position, eta}

@@ -9,15 +9,22 @@
     back to the setting, where the upstream is "ok" again;
   - "none": the permit was not used for a call (a cache hit, a job waiting on another's).
 
+  A permit freed while every permit was held may be what a queued job waits for: idle
+  workers are woken (ARGV[5], sq:wake).
+
   KEYS[1] sq:permits    KEYS[2] sq:upstream
   ARGV[1] the attempt's token    ARGV[2] outcome    ARGV[3] now (ms)    ARGV[4] max concurrency
+  ARGV[5] pub/sub channel that wakes idle workers
 
   Returns the state after it: "ok", "throttled" or "paused" (a pause is never lifted here).
 ]]
 local now, max = tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call("ZREM", KEYS[1], ARGV[1])
 local state = redis.call("HGET", KEYS[2], "state") or "ok"
 local limit = tonumber(redis.call("HGET", KEYS[2], "limit") or max)
+if redis.call("ZREM", KEYS[1], ARGV[1]) == 1
+    and redis.call("ZCOUNT", KEYS[1], now, "+inf") + 1 >= math.floor(limit) then
+  redis.call("PUBLISH", ARGV[5], "")
+end
 if ARGV[2] == "throttled" then
   local last = tonumber(redis.call("HGET", KEYS[2], "decreased_at") or "0")
   if now - last >= 1000 then

@@ -18,6 +18,8 @@
   ARGV[6] events stream max length  ARGV[7] pub/sub channel
   ARGV[8] job id
   ARGV[9] worker slots, ARGV[10] median run time (s): inputs of the estimated wait
+  ARGV[11] pub/sub channel that wakes idle workers (sq:wake): they pick the job up, or set
+           their timer for when it is due
 
   Returns {1, position, estimated_wait_s} when requeued, {0} when fenced out.
 ]]
@@ -46,4 +48,5 @@ fields["position"] = tostring(position)
 fields["estimated_wait_s"] = eta
 write_fields(KEYS[1], fields)
 emit(KEYS[2], ARGV[6], ARGV[7], ARGV[8], "progress", with_place(ARGV[5], position, eta))
+redis.call("PUBLISH", ARGV[11], "")
 return {1, position, eta}
