@@ -27,7 +27,6 @@ import uuid
 from typing import Any
 
 import structlog
-from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
@@ -43,6 +42,7 @@ from backend.queue.runner import JobRunner
 from backend.queue.serializer import deserialize, serialize
 from backend.queue.tasks import generate_sprite
 from backend.store import keys
+from backend.store.connect import arq_settings
 
 log = structlog.get_logger(__name__)
 
@@ -263,7 +263,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             )
         ],
         queue_name=settings.queue_name,
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_settings=arq_settings(settings.redis_url),
         burst=burst,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
