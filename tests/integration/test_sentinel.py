@@ -22,6 +22,8 @@ from redis.exceptions import RedisError
 
 from backend.config import Settings
 from backend.errors import Unavailable
+from backend.models import SpriteRequest
+from backend.queue.producer import Producer
 from backend.queue.resources import open_resources, redis_client
 from backend.store.connect import aclose_client
 from backend.store.durable import Durability
@@ -97,9 +99,6 @@ async def test_admit_waits_for_a_replica(
             late = await durability.run("dropStale", ["j", "a", "b", "c", "q"], ["x"])
             assert not late.durable and late.acked == 0
             assert time.monotonic() - started < 1.0
-            from backend.queue.producer import Producer
-            from backend.models import SpriteRequest
-
             with pytest.raises(Unavailable):
                 await Producer(resources).submit(
                     "alice", SpriteRequest.model_validate(sprite_request("never acked"))
