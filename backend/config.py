@@ -27,6 +27,21 @@ class RedisSettings(BaseModel):
     # The queue's Redis must run with maxmemory-policy noeviction; a process refuses to start
     # otherwise, unless this is set (backend.store.eviction).
     allow_eviction: bool = False
+    min_replicas_ack: int = Field(
+        1,
+        ge=0,
+        description=(
+            "When the queue's primary has replicas, a submit is answered 202 only after this "
+            "many replicas acknowledged the new job (Redis WAIT), else 503 unavailable; a "
+            "completion waits the same way (logged if not acknowledged). No replicas, or 0: "
+            "no WAIT is sent."
+        ),
+    )
+    ack_timeout_ms: int = Field(
+        100,
+        ge=1,
+        description="How long a durable write waits for the replicas' acknowledgement (WAIT).",
+    )
 
 
 class PixelLabSettings(BaseModel):

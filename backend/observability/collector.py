@@ -31,6 +31,7 @@ from backend.limits.estimates import HEARTBEAT_STALE_S, queue_state
 from backend.limits.upstream import effective_limit
 from backend.models import QueueState, UpstreamState
 from backend.store import keys
+from backend.store.connect import sync_client
 
 log = structlog.get_logger(__name__)
 
@@ -102,8 +103,9 @@ def note_state_change(
 
 
 def sync_redis_client(url: str) -> redis.Redis:
-    """A client that gives up fast: a scrape must answer even when Redis does not."""
-    return redis.Redis.from_url(
+    """A client that gives up fast: a scrape must answer even when Redis does not
+    (Sentinel-aware, see ``store.connect``)."""
+    return sync_client(
         url,
         socket_connect_timeout=SCRAPE_TIMEOUT_S,
         socket_timeout=SCRAPE_TIMEOUT_S,

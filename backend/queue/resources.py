@@ -17,6 +17,8 @@ from backend.config import Settings
 from backend.limits.estimates import QueueEstimates
 from backend.limits.positions import PositionAnnouncer
 from backend.limits.upstream import Upstream
+from backend.store.connect import aclose_client, async_client
+from backend.store.durable import Durability
 from backend.store.eviction import check_eviction_policy
 from backend.store.jobs import JobStore
 from backend.store.scripts import Scripts
@@ -25,8 +27,11 @@ log = structlog.get_logger(__name__)
 
 
 def redis_client(url: str, *, max_connections: int = 200) -> aioredis.Redis:
-    """Fail fast when Redis is away: an outage must answer 503 within a second, not hang."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
+    """Fail fast when Redis is away: an outage must answer 503 within a second, not hang.
+
+    ``url`` may be a ``redis+sentinel://`` URL: the client then follows the primary.
+    """
+    return async_client(
         url,
         socket_connect_timeout=0.5,
         socket_timeout=2.0,
@@ -34,7 +39,6 @@ def redis_client(url: str, *, max_connections: int = 200) -> aioredis.Redis:
         max_connections=max_connections,
         retry_on_timeout=False,
     )
-    return client
 
 
 @dataclass
@@ -63,9 +67,9 @@ class Resources:
         for client in self._closers:
             with contextlib.suppress(Exception):
                 await client.close()  # type: ignore[attr-defined]
-        await self.redis.aclose()
+        await aclose_client(self.redis)
         if self.cache_redis is not self.redis:
-            await self.cache_redis.aclose()
+            await aclose_client(self.cache_redis)
 
 
 async def open_resources(settings: Settings) -> Resources:
@@ -74,7 +78,7 @@ async def open_resources(settings: Settings) -> Resources:
     try:
         await check_eviction_policy(redis, allow_eviction=settings.redis.allow_eviction)
     except BaseException:
-        await redis.aclose()
+        await aclose_client(redis)
         raise
     cache_redis = (
         redis
@@ -108,7 +112,17 @@ async def open_resources(settings: Settings) -> Resources:
         redis=redis,
         cache_redis=cache_redis,
         scripts=scripts,
-        jobs=JobStore(redis, scripts, queue_name=settings.queue_name),
+        jobs=JobStore(
+            redis,
+            scripts,
+            queue_name=settings.queue_name,
+            durability=Durability(
+                redis,
+                scripts,
+                min_replicas=settings.redis.min_replicas_ack,
+                timeout_ms=settings.redis.ack_timeout_ms,
+            ),
+        ),
         cache=cache,
         estimates=QueueEstimates(
             redis, settings.limits, max_concurrency=settings.pixellab.max_concurrency

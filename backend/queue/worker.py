@@ -27,7 +27,6 @@ import uuid
 from typing import Any
 
 import structlog
-from arq.connections import RedisSettings
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
@@ -45,6 +44,7 @@ from backend.queue.serializer import deserialize, serialize
 from backend.queue.tasks import generate_sprite
 from backend.queue.wakeups import Wakeups
 from backend.store import keys
+from backend.store.connect import arq_settings
 
 log = structlog.get_logger(__name__)
 
@@ -302,7 +302,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             )
         ],
         queue_name=settings.queue_name,
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_settings=arq_settings(settings.redis_url),
         burst=burst,
         on_startup=on_startup,
         on_shutdown=on_shutdown,

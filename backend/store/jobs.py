@@ -22,12 +22,17 @@ from enum import IntEnum
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
+from backend.errors import Unavailable
 from backend.models import JobRecord
 from backend.store import keys
+from backend.store.durable import Durability
 from backend.store.scripts import Scripts
+
+log = structlog.get_logger(__name__)
 
 EVENTS_MAXLEN = 100
 ANNOUNCE_SLICE = 100  # queue entries per announcePositions call: at most ~2 ms of Redis each
@@ -109,10 +114,25 @@ def _json(value: Any) -> str:
 
 
 class JobStore:
-    def __init__(self, redis: aioredis.Redis, scripts: Scripts, *, queue_name: str) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        *,
+        queue_name: str,
+        durability: Durability | None = None,
+    ) -> None:
         self._redis = redis
         self._scripts = scripts
         self.queue_name = queue_name
+        # With replicas, an admit and a finish wait for one (``store.durable``).
+        self._durability = durability
+
+    async def _run_durable(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
+        if self._durability is None:
+            return await self._scripts.run(name, keys, args), True
+        outcome = await self._durability.run(name, keys, args)
+        return outcome.result, outcome.durable
 
     async def admit(
         self,
@@ -130,10 +150,12 @@ class JobStore:
     ) -> Admission:
         """Dedup, caps, enqueue and the new job's place in one atomic step (``admitJob``).
 
-        ``slots`` and ``median_duration_s`` are the inputs of its estimated wait.
+        ``slots`` and ``median_duration_s`` are the inputs of its estimated wait. Raises
+        ``Unavailable`` when the primary has replicas and none acknowledged the new job in
+        time: the job may exist, and a retry within the dedup window returns it.
         """
         job_id, user = record.job_id, record.user
-        code, found_id, inflight, *place = await self._scripts.run(
+        (code, found_id, inflight, *place), durable = await self._run_durable(
             "admitJob",
             [
                 keys.dedup(user, record.cache_key), keys.INFLIGHT, keys.user_inflight(user),
@@ -149,6 +171,9 @@ class JobStore:
             ],
         )  # fmt: skip
         admission = Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
+        if admission.code is AdmitCode.ADMITTED and not durable:
+            log.warning("job_admit_not_replicated", job_id=job_id)
+            raise Unavailable("the job was not yet replicated; retry (the same job is returned)")
         if place:
             position, wait = place
             return replace(admission, position=int(position), estimated_wait_s=float(wait))
@@ -272,10 +297,12 @@ class JobStore:
         """Final state, slot released, out of arq's queue, final event (``finishJob``).
 
         Returns ``(APPLIED, "")``, ``(FINAL, status)`` if it was already final or gone, or
-        ``(STALE, status)`` if ``guard`` no longer holds.
+        ``(STALE, status)`` if ``guard`` no longer holds. With replicas, a completion not
+        acknowledged by one in time is logged and kept: its image is cached, so a rerun
+        after a failover costs no PixelLab call.
         """
         job_id = record.job_id
-        code, *status = await self._scripts.run(
+        (code, *status), durable = await self._run_durable(
             "finishJob",
             [
                 keys.job(job_id), keys.events(job_id), keys.INFLIGHT, keys.ACTIVE,
@@ -295,6 +322,8 @@ class JobStore:
                 0 if dead_letter is None else dead_letter.retention_s,
             ],
         )  # fmt: skip
+        if not durable and int(code) == Written.APPLIED:
+            log.warning("job_finish_not_replicated", job_id=job_id, status=record.status.value)
         return Written(int(code)), _text(status[0]) if status else ""
 
     async def drop_stale(self, job_id: str) -> bool:

@@ -69,3 +69,18 @@ class Scripts:
         if len(keys) != numkeys:
             raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
         return await script(keys=keys, args=args)
+
+    async def run_then_wait(
+        self, name: str, keys: list[str], args: list[Any], *, replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Run a script, then ``WAIT replicas timeout_ms`` on the same connection (WAIT
+        counts the replicas that acknowledged this connection's writes); returns the
+        script's result and that count. A missing script is loaded first (as in ``run``)."""
+        numkeys, script = self._scripts[name]
+        if len(keys) != numkeys:
+            raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            result, acked = await pipe.execute()
+        return result, int(acked)
