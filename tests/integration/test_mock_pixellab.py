@@ -257,7 +257,11 @@ async def test_stats_count_calls_and_reset(pixellab: PixelLabClient, mock: Threa
     }
     await reset(mock)
     assert await stats(mock) == {
-        "generations": 0, "by_description": {}, "calls": {}, "in_flight": 0, "peak_in_flight": 0
+        "generations": 0,
+        "by_description": {},
+        "calls": {},
+        "in_flight": 0,
+        "peak_in_flight": 0,
     }
 
 
@@ -275,7 +279,8 @@ async def test_fault_markers_fail_the_first_calls_then_follow_the_scenario(
     assert throttled.http_status == 429 and throttled.retry_after_s == 30
     calls = (await stats(mock))["calls"]
     assert calls["a flaky frog [mock-fail:503*2][mock-retry-after:7]"] == {
-        "answered:503": 2, "answered:200": 1
+        "answered:503": 2,
+        "answered:200": 1,
     }
 
 
