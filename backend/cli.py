@@ -64,15 +64,13 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     ``limit_concurrency`` answers ``503`` beyond that many connections and requests, instead
     of queueing without bound; the keep-alive timeout sits above common client and
     load-balancer idle timeouts (httpx 5 s, ALB 60 s), so a client never reuses a
-    connection just as it is closed; ``h11_max_incomplete_event_size`` bounds a request head,
-    so a slow or huge header block cannot hold memory.
+    connection just as it is closed.
     """
     server = settings.server
     return {
         "limit_concurrency": server.limit_concurrency,
         "timeout_keep_alive": server.timeout_keep_alive_s,
         "timeout_graceful_shutdown": server.timeout_graceful_shutdown_s,
-        "h11_max_incomplete_event_size": server.max_header_bytes,
         "backlog": server.backlog,
     }
 

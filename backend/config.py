@@ -135,12 +135,6 @@ class ServerSettings(BaseModel):
         "and load-balancer idle timeouts (httpx 5 s, AWS ALB 60 s), so a client never reuses "
         "a connection just as it is closed.",
     )
-    max_header_bytes: int = Field(
-        16 * 1024,
-        ge=1024,
-        description="Largest request head (request line and headers) uvicorn buffers "
-        "(`h11_max_incomplete_event_size`); a bigger one is refused with `400`.",
-    )
     timeout_graceful_shutdown_s: float = Field(
         5,
         gt=0,
