@@ -28,6 +28,7 @@ CONTRACT = {
     "spritequeue_sse_connections": ("gauge", ()),
     "spritequeue_position_events": ("counter", ()),
     "spritequeue_auth_failures": ("counter", ("reason",)),
+    "spritequeue_dlq_dropped": ("counter", ()),
 }
 SCRAPE_TIME = {
     "spritequeue_queue_jobs": ["state"],
