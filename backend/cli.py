@@ -53,12 +53,26 @@ def _run_api(args: argparse.Namespace) -> int:
         port=args.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=5,
-        # Above common client and load-balancer idle timeouts (httpx 5 s, ALB 60 s): with
-        # uvicorn's 5 s default a client may reuse a connection just as it is closed.
-        timeout_keep_alive=75,
+        **uvicorn_options(settings),
     )
     return 0
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The server limits of ``spritequeue api`` (``SPRITEQ_SERVER__*``), as uvicorn's options.
+
+    ``limit_concurrency`` answers ``503`` beyond that many connections and requests, instead
+    of queueing without bound; the keep-alive timeout sits above common client and
+    load-balancer idle timeouts (httpx 5 s, ALB 60 s), so a client never reuses a
+    connection just as it is closed.
+    """
+    server = settings.server
+    return {
+        "limit_concurrency": server.limit_concurrency,
+        "timeout_keep_alive": server.timeout_keep_alive_s,
+        "timeout_graceful_shutdown": server.timeout_graceful_shutdown_s,
+        "backlog": server.backlog,
+    }
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -191,13 +205,23 @@ def _dlq(args: argparse.Namespace) -> int:
         if args.dlq_command == "list":
             items, cursor = await dlq.list(limit=args.limit, cursor=args.cursor)
             return {"items": items, "next_cursor": cursor}
+        if args.dlq_command == "retry" and args.error_type is not None:
+            done = await dlq.retry_matching(error_type=args.error_type)
+            return {"requeued": done.requeued, "remaining": done.remaining,
+                    "job_ids": done.job_ids}  # fmt: skip
         if args.dlq_command == "retry":
             return (await dlq.retry(args.job_id)).view.model_dump(mode="json")
         await dlq.delete(args.job_id)
         return {"deleted": args.job_id}
 
-    from backend.errors import SpriteQueueError
+    from backend.errors import ErrorType, SpriteQueueError
 
+    if args.dlq_command == "retry" and (args.job_id is None) == (args.error_type is None):
+        print("error: give an entry ID or --error-type TYPE (one of them)", file=sys.stderr)
+        return 1
+    if getattr(args, "error_type", None) not in (None, *ErrorType):
+        print(f"error: --error-type must be one of {', '.join(ErrorType)}", file=sys.stderr)
+        return 1
     try:
         print(json.dumps(asyncio.run(_with_resources(act)), indent=2))
     except SpriteQueueError as exc:
@@ -272,10 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--cursor", default=None)
     listing.set_defaults(run=_dlq)
-    for name in ("retry", "delete"):
-        cmd = dlq.add_parser(name)
-        cmd.add_argument("job_id")
-        cmd.set_defaults(run=_dlq)
+    retry = dlq.add_parser("retry", help="requeue one entry by ID, or every entry of a type")
+    retry.add_argument("job_id", nargs="?", default=None, metavar="ID")
+    retry.add_argument("--error-type", default=None, metavar="TYPE",
+                       help="requeue every entry that failed with this error type (oldest "
+                       "first, up to the queue's free capacity), e.g. server_error")  # fmt: skip
+    retry.set_defaults(run=_dlq)
+    delete = dlq.add_parser("delete")
+    delete.add_argument("job_id")
+    delete.set_defaults(run=_dlq)
     return parser
 
 

@@ -82,6 +82,21 @@ class LimitSettings(BaseModel):
     warning_at: int = Field(400, ge=1)
     max_body_bytes: int = 64 * 1024
     max_sse_per_user: int = Field(10, ge=1)
+    submits_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Submissions a user may make per minute, cache hits and deduplicated ones "
+        "included; more are `429 rate_limited` with `Retry-After`, and write nothing to Redis. "
+        "0 turns the limit off.",
+    )
+    daily_generations: int = Field(
+        500,
+        ge=0,
+        description="Jobs a user may send to PixelLab per UTC day (cache misses; cache hits and "
+        "deduplicated submissions are free, a job cancelled before its call is refunded, an "
+        "admin's DLQ retry is not charged); more are `429 quota_exceeded` with `Retry-After` "
+        "to the next UTC midnight. 0 turns the quota off.",
+    )
 
 
 class JobSettings(BaseModel):
@@ -100,6 +115,12 @@ class JobSettings(BaseModel):
     # How long a finished job's record (and its event stream) is kept.
     keep_finished_s: int = 24 * 3600
     dlq_retention_s: int = 7 * 24 * 3600
+    dlq_max: int = Field(
+        10_000,
+        ge=1,
+        description="Dead-letter entries kept; beyond it the oldest are dropped (counted in "
+        "`spritequeue_dlq_dropped_total` and `dlq_dropped` of `/v1/admin/stats`).",
+    )
     # How often waiting jobs' positions and waits are refreshed and pushed to their streams
     # (once per interval across all processes; see backend.limits.positions).
     position_interval_s: float = Field(1.0, gt=0)
@@ -120,6 +141,32 @@ class WorkerSettings(BaseModel):
 
 class SSESettings(BaseModel):
     ping_s: float = 30.0
+
+
+class ServerSettings(BaseModel):
+    """What ``spritequeue api`` passes to uvicorn."""
+
+    limit_concurrency: int = Field(
+        2000,
+        ge=1,
+        description="Connections and requests one API process serves at once (open SSE streams "
+        "included); beyond it uvicorn answers `503` at once instead of queueing without bound.",
+    )
+    timeout_keep_alive_s: float = Field(
+        75,
+        gt=0,
+        description="How long an idle keep-alive connection is kept open. Above common client "
+        "and load-balancer idle timeouts (httpx 5 s, AWS ALB 60 s), so a client never reuses "
+        "a connection just as it is closed.",
+    )
+    timeout_graceful_shutdown_s: float = Field(
+        5,
+        gt=0,
+        description="On shutdown, how long open requests (and SSE streams) may finish.",
+    )
+    backlog: int = Field(
+        2048, ge=1, description="Pending TCP connections the listening socket queues."
+    )
 
 
 class AuthSettings(BaseModel):
@@ -149,6 +196,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     sse: SSESettings = SSESettings()
     auth: AuthSettings = AuthSettings()
+    server: ServerSettings = ServerSettings()
 
     def __repr_args__(self) -> Any:
         # The Redis URLs stay plain strings (every client takes one), so their passwords are

@@ -38,6 +38,7 @@ SECTIONS: dict[str, str] = {
     "worker": "Worker processes (`worker`)",
     "sse": "Server-Sent Events (`sse`)",
     "auth": "Token look-ups (`auth`)",
+    "server": "The API's HTTP server, uvicorn (`server`)",
 }
 
 # Meaning, then when to change it. Keyed by environment name.

@@ -15,6 +15,8 @@
     │   ├── UserLimit                    user_limit       429
     │   ├── TooManyStreams               too_many_streams 429
     │   ├── TooManyAuthFailures          too_many_auth_failures 429
+    │   ├── RateLimited                  rate_limited     429  (the user's submits a minute)
+    │   ├── QuotaExceeded                quota_exceeded   429  (the user's generations a day)
     │   └── QueueFull                    queue_full       503
     ├── Unavailable                      unavailable      503  (a dependency is down)
     ├── UpstreamError                    (worker side: PixelLab failed; carries ErrorType)
@@ -129,6 +131,20 @@ class UserLimit(Rejected):
 
 class TooManyStreams(Rejected):
     status, code = 429, "too_many_streams"
+
+
+class RateLimited(Rejected):
+    """The user made more submissions this minute than ``SPRITEQ_LIMITS__SUBMITS_PER_MINUTE``.
+
+    Not to be confused with ``ErrorType.RATE_LIMITED``, PixelLab throttling a job's call."""
+
+    status, code = 429, "rate_limited"
+
+
+class QuotaExceeded(Rejected):
+    """The user sent ``SPRITEQ_LIMITS__DAILY_GENERATIONS`` jobs to PixelLab this UTC day."""
+
+    status, code = 429, "quota_exceeded"
 
 
 class QueueFull(Rejected):

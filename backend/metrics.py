@@ -13,7 +13,9 @@ LATENCY_BUCKETS = (
 JOBS_SUBMITTED = Counter(
     "spritequeue_jobs_submitted_total",
     "Submissions by outcome.",
-    ["outcome"],  # accepted, deduplicated, cache_hit, queue_full, user_limit, invalid
+    # accepted, deduplicated, cache_hit, queue_full, user_limit, invalid, rate_limited,
+    # quota_exceeded
+    ["outcome"],
 )
 JOBS_FINISHED = Counter(
     "spritequeue_jobs_finished_total", "Jobs that reached a final state.", ["status"]
@@ -62,4 +64,9 @@ UPSTREAM_CHANGES = Counter(
     "spritequeue_upstream_changes_total",
     "Changes of PixelLab's state as this process saw them, by the state entered.",
     ["state"],  # ok, throttled, paused
+)
+DLQ_DROPPED = Counter(
+    "spritequeue_dlq_dropped_total",
+    "Dead-letter entries dropped, oldest first, to keep the DLQ within SPRITEQ_JOBS__DLQ_MAX "
+    "(this process's share; sq:stats dlq_dropped counts across processes).",
 )

@@ -4,9 +4,10 @@
     .venv/bin/locust -f load/locustfile.py --headless -u 50 -r 10 -t 60s \\
         --host http://127.0.0.1:8000
 
-Expected refusals (429 user_limit / too_many_streams, 503 queue_full) are recorded as
-successes under their own names ("… [429 user_limit]"), so the failure count is only the
-unexpected errors. Knobs (environment): SPRITEQ_LOAD_TOKENS (tokens file),
+Expected refusals (429 user_limit / too_many_streams / rate_limited / quota_exceeded,
+503 queue_full) are recorded as successes under their own names ("… [429 user_limit]"), so
+the failure count is only the unexpected errors. Knobs (environment): SPRITEQ_LOAD_TOKENS
+(tokens file),
 SPRITEQ_LOAD_REPEAT_SHARE (share of repeated prompts, default 0.5),
 SPRITEQ_LOAD_SSE_SHARE (share of artists following progress by SSE, default 0.5),
 SPRITEQ_LOAD_FAIL_SHARE (share of prompts the mock fails, feeding the DLQ, default 0.02).

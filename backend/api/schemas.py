@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Json
+from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
+from backend.errors import ErrorType
 from backend.models import Attempt, ErrorBody, ErrorInfo, JobView, QueueView
 
 # These describe bodies that routes build as dicts. They exist for the OpenAPI document and
@@ -91,6 +92,33 @@ class DurationStats(BaseModel):
     samples: int
     p50: float | None
     p95: float | None
+
+
+class DlqRetryFilter(BaseModel):
+    """``POST /v1/admin/dlq/retry``: which entries to requeue; exactly one of the two."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_type: ErrorType | None = Field(
+        None, description="every entry whose job failed with this error type"
+    )
+    ids: list[str] | None = Field(
+        None, min_length=1, max_length=1000, description="these entries (unknown ids are skipped)"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DlqRetryFilter:
+        if (self.error_type is None) == (self.ids is None):
+            raise ValueError("give exactly one of error_type and ids")
+        return self
+
+
+class DlqRetryResult(BaseModel):
+    """What a bulk retry did: requeued oldest first, up to the queue's free capacity."""
+
+    requeued: int = Field(description="entries requeued (each under its own job id)")
+    remaining: int = Field(description="matching entries left in the DLQ: the queue filled up")
+    job_ids: list[str] = Field(description="the requeued jobs, oldest dead letter first")
 
 
 class AdminStats(BaseModel):

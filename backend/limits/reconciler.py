@@ -91,7 +91,9 @@ class Reconciler:
             type=ErrorType.INTERNAL, message="the job was lost from the queue", retryable=False
         )
         failed = record.finished_as(JobStatus.FAILED, at=now, error=error)
-        dead = DeadLetter(failed.dead_letter_entry(now), self._settings.dlq_retention_s)
+        dead = DeadLetter(
+            failed.dead_letter_entry(now), self._settings.dlq_retention_s, self._settings.dlq_max
+        )
         written, _ = await self._jobs.finish(
             failed,
             guard=Guard.rev(record.rev),

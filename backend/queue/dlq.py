@@ -1,22 +1,37 @@
-"""The dead-letter queue: list (newest first), read, requeue, delete.
+"""The dead-letter queue: list (newest first), read, requeue (one, or by filter), delete.
 
-Entries are written by ``finishJob-9.lua`` with a TTL (the retention); the index ``sq:dlq``
-is pruned by score on every write and of any entry found expired on read, so nothing here
-ever scans the keyspace.
+Entries are written by ``finishJob-17.lua`` with a TTL (the retention), at most
+``SPRITEQ_JOBS__DLQ_MAX`` of them (the oldest dropped); the index ``sq:dlq`` is pruned by
+score on every write and of any entry found expired on read, so nothing here ever scans the
+keyspace: a bulk retry walks the index, which the cap bounds.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from backend.errors import NotFound
+from backend.errors import NotFound, QueueFull
 from backend.models import JobRecord, JobStatus, Stage
 from backend.queue.producer import Producer, Submission
 from backend.store import keys
+
+BULK_PAGE = 500  # entries read per MGET while a bulk retry walks the index
+
+
+@dataclass
+class BulkRetry:
+    """What a bulk retry did: ``requeued`` jobs (their ids), ``remaining`` matches left in the
+    DLQ because the queue filled up."""
+
+    requeued: int = 0
+    remaining: int = 0
+    job_ids: list[str] = field(default_factory=list)
 
 
 class DeadLetters:
@@ -59,7 +74,9 @@ class DeadLetters:
 
     async def retry(self, job_id: str) -> Submission:
         """Requeue under the same id; bypasses the user cap, not the global one."""
-        entry = await self.get(job_id)
+        return await self._requeue(job_id, await self.get(job_id))
+
+    async def _requeue(self, job_id: str, entry: dict[str, Any]) -> Submission:
         record = JobRecord(
             job_id=job_id,
             user=entry["user"],
@@ -73,6 +90,47 @@ class DeadLetters:
             request_id=entry.get("request_id"),
         )
         return await self._producer.enqueue(record, from_dlq=True)
+
+    async def retry_matching(
+        self, *, error_type: str | None = None, ids: Sequence[str] | None = None
+    ) -> BulkRetry:
+        """Requeue the entries of one ``error_type``, or the listed ``ids``, oldest first,
+        until the global cap is reached; the matches left over are counted, not requeued.
+
+        Each requeue is the single retry's atomic step, so a concurrent admin's retry or
+        delete of the same entry makes this one skip it.
+        """
+        if ids is not None:
+            wanted = list(dict.fromkeys(ids))
+            scores = await self._redis.zmscore(keys.DLQ, wanted)
+            found = [(s, i) for i, s in zip(wanted, scores, strict=True) if s is not None]
+            order = [job_id for _, job_id in sorted(found)]
+        else:
+            order = [job_id.decode() for job_id in await self._redis.zrange(keys.DLQ, 0, -1)]
+        outcome, full = BulkRetry(), False
+        for first in range(0, len(order), BULK_PAGE):
+            page = order[first : first + BULK_PAGE]
+            raw = await self._redis.mget([keys.dlq_entry(job_id) for job_id in page])
+            for job_id, value in zip(page, raw, strict=True):
+                if value is None:
+                    continue
+                entry = json.loads(value)
+                if error_type is not None and (entry.get("error") or {}).get("type") != error_type:
+                    continue
+                if full:
+                    outcome.remaining += 1
+                    continue
+                try:
+                    await self._requeue(job_id, entry)
+                except NotFound:  # retried or deleted meanwhile
+                    continue
+                except QueueFull:
+                    full = True
+                    outcome.remaining += 1
+                    continue
+                outcome.requeued += 1
+                outcome.job_ids.append(job_id)
+        return outcome
 
     async def delete(self, job_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:

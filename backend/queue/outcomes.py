@@ -142,7 +142,9 @@ class Outcomes:
     ) -> None:
         now = time.time()
         failed = record.finished_as(JobStatus.FAILED, at=now, error=error, history=history)
-        dead = DeadLetter(failed.dead_letter_entry(now), self.settings.dlq_retention_s)
+        dead = DeadLetter(
+            failed.dead_letter_entry(now), self.settings.dlq_retention_s, self.settings.dlq_max
+        )
         written, _ = await self.through_outage(
             lambda: self.jobs.finish(
                 failed, guard=guard, keep_s=self.settings.keep_finished_s, dead_letter=dead

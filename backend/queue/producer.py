@@ -16,12 +16,13 @@ from arq.jobs import serialize_job
 from backend import metrics
 from backend.cache import CachedImage
 from backend.config import Settings
-from backend.errors import NotFound, QueueFull, UserLimit
+from backend.errors import NotFound, QueueFull, QuotaExceeded, RateLimited, UserLimit
 from backend.models import JobRecord, JobStatus, JobView, ResultInfo, SpriteRequest, Stage
 from backend.normalize import cache_key, canonical_fields
 from backend.queue.resources import Resources
 from backend.queue.serializer import serialize
 from backend.store.jobs import AdmitCode
+from backend.store.quotas import SubmitRate, seconds_to_utc_midnight
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,21 @@ class Producer:
     def __init__(self, resources: Resources) -> None:
         self._res = resources
         self._settings: Settings = resources.settings
+        self._rate = SubmitRate(
+            resources.scripts, per_minute=resources.settings.limits.submits_per_minute
+        )
+
+    async def check_rate(self, user: str) -> None:
+        """Count one submission against the user's rate; raises ``RateLimited`` (and then
+        writes nothing to Redis) when they are over it."""
+        check = await self._rate.check(user)
+        if not check.admitted:
+            metrics.JOBS_SUBMITTED.labels("rate_limited").inc()
+            per_minute = self._settings.limits.submits_per_minute
+            raise RateLimited(
+                f"more than {per_minute} submissions a minute; slow down",
+                retry_after_s=check.retry_after_s,
+            )
 
     def new_record(self, user: str, request: SpriteRequest, request_id: str | None) -> JobRecord:
         return JobRecord(
@@ -68,7 +84,11 @@ class Producer:
     async def submit(
         self, user: str, request: SpriteRequest, *, request_id: str | None = None
     ) -> Submission:
-        """Answer from the cache, or admit and enqueue; raises UserLimit / QueueFull."""
+        """Answer from the cache, or admit and enqueue.
+
+        Raises RateLimited (before any look-up), QuotaExceeded, UserLimit or QueueFull.
+        """
+        await self.check_rate(user)
         record = self.new_record(user, request, request_id)
         # The dedup window comes first, so a resubmission within it is the same job even when
         # that job has finished and its result is already cached. The admit script checks
@@ -104,8 +124,17 @@ class Producer:
             median_duration_s=rates.median_duration_s,
             from_dlq=from_dlq,
             keep_s=self._settings.jobs.keep_finished_s,
+            # An admin's DLQ retry is not charged to the user's quota.
+            daily_quota=0 if from_dlq else limits.daily_generations,
         )
         code = admission.code
+        if code is AdmitCode.QUOTA_EXCEEDED:
+            metrics.JOBS_SUBMITTED.labels("quota_exceeded").inc()
+            raise QuotaExceeded(
+                f"the daily quota of {limits.daily_generations} generations is used up; "
+                "it resets at midnight UTC",
+                retry_after_s=seconds_to_utc_midnight(time.time()),
+            )
         if code is AdmitCode.QUEUE_FULL:
             metrics.JOBS_SUBMITTED.labels("queue_full").inc()
             retry = await self._res.estimates.retry_after_s(user_limit=False)

@@ -26,10 +26,12 @@ import structlog
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
+from backend import metrics
 from backend.errors import Unavailable
 from backend.models import JobRecord
 from backend.store import keys
 from backend.store.durable import Durability
+from backend.store.quotas import QUOTA_KEEP_S, quota_key
 from backend.store.scripts import Scripts
 
 log = structlog.get_logger(__name__)
@@ -44,6 +46,7 @@ class AdmitCode(IntEnum):
     QUEUE_FULL = -1
     USER_LIMIT = -2
     NOT_FOUND = -4
+    QUOTA_EXCEEDED = -5
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Announcement:
 class DeadLetter:
     entry: dict[str, Any]
     retention_s: int
+    max_entries: int = 10_000  # beyond it the oldest entries are dropped (SPRITEQ_JOBS__DLQ_MAX)
 
 
 class Guard(str):
@@ -147,10 +151,13 @@ class JobStore:
         median_duration_s: float,
         from_dlq: bool = False,
         keep_s: int = 24 * 3600,
+        daily_quota: int = 0,
     ) -> Admission:
-        """Dedup, caps, enqueue and the new job's place in one atomic step (``admitJob``).
+        """Dedup, quota, caps, enqueue and the new job's place in one atomic step
+        (``admitJob``).
 
-        ``slots`` and ``median_duration_s`` are the inputs of its estimated wait. Raises
+        ``slots`` and ``median_duration_s`` are the inputs of its estimated wait;
+        ``daily_quota`` the user's generations a UTC day (0: not charged). Raises
         ``Unavailable`` when the primary has replicas and none acknowledged the new job in
         time: the job may exist, and a retry within the dedup window returns it.
         """
@@ -161,13 +168,14 @@ class JobStore:
                 keys.dedup(user, record.cache_key), keys.INFLIGHT, keys.user_inflight(user),
                 keys.job(job_id), job_key_prefix + job_id, self.queue_name,
                 keys.user_jobs(user), keys.events(job_id), keys.DLQ, keys.dlq_entry(job_id),
-                keys.INFLIGHT_USERS, keys.ACTIVE,
+                keys.INFLIGHT_USERS, keys.ACTIVE, quota_key(user, record.created_at),
             ],
             [
                 job_id, int(record.created_at * 1000), dedup_window_ms, per_user, capacity,
                 arq_payload, arq_expires_ms, _json(record.to_fields()),
                 record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, user,
-                "1" if from_dlq else "0", slots, median_duration_s, keep_s, keys.WAKE_CHANNEL,
+                "1" if from_dlq else "0", slots, median_duration_s, keep_s, daily_quota,
+                QUOTA_KEEP_S, keys.WAKE_CHANNEL,
             ],
         )  # fmt: skip
         admission = Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
@@ -294,7 +302,9 @@ class JobStore:
         duration_s: float | None = None,
         dead_letter: DeadLetter | None = None,
     ) -> tuple[Written, str]:
-        """Final state, slot released, out of arq's queue, final event (``finishJob``).
+        """Final state, slot released, out of arq's queue, final event (``finishJob``); a
+        dead letter beyond the cap drops the oldest (``spritequeue_dlq_dropped_total``), a
+        cancel before the call refunds the daily quota.
 
         Returns ``(APPLIED, "")``, ``(FINAL, status)`` if it was already final or gone, or
         ``(STALE, status)`` if ``guard`` no longer holds. With replicas, a completion not
@@ -310,7 +320,7 @@ class JobStore:
                 keys.dlq_entry(job_id), keys.INFLIGHT_USERS,
                 keys.dedup(record.user, record.cache_key), job_key_prefix + job_id,
                 in_progress_key_prefix + job_id, retry_key_prefix + job_id, self.queue_name,
-                abort_jobs_ss,
+                abort_jobs_ss, quota_key(record.user, record.created_at), keys.STATS,
             ],
             [
                 guard, job_id, now_ms(),
@@ -320,10 +330,13 @@ class JobStore:
                 keys.EVENTS_CHANNEL, keep_s, "" if duration_s is None else f"{duration_s:.3f}",
                 "" if dead_letter is None else _json(dead_letter.entry),
                 0 if dead_letter is None else dead_letter.retention_s,
+                0 if dead_letter is None else dead_letter.max_entries, keys.dlq_entry(""),
             ],
         )  # fmt: skip
         if not durable and int(code) == Written.APPLIED:
             log.warning("job_finish_not_replicated", job_id=job_id, status=record.status.value)
+        if len(status) > 1 and int(status[1]):
+            metrics.DLQ_DROPPED.inc(int(status[1]))
         return Written(int(code)), _text(status[0]) if status else ""
 
     async def drop_stale(self, job_id: str) -> bool:

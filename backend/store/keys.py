@@ -54,6 +54,16 @@ def user_jobs(user: str) -> str:
     return f"{PREFIX}user:{user}:jobs"
 
 
+def user_submits(user: str) -> str:
+    """counter of the user's submissions in the current rate window (``countSubmit``)."""
+    return f"{PREFIX}user:{user}:submits"
+
+
+def user_generations(user: str, day: str) -> str:
+    """counter of the user's jobs sent to PixelLab on a UTC ``day`` (YYYYMMDD)."""
+    return f"{PREFIX}user:{user}:generations:{day}"
+
+
 def dedup(user: str, cache_key: str) -> str:
     return f"{PREFIX}dedup:{user}:{cache_key}"
 

@@ -22,6 +22,7 @@ from tests.contract.support import DOCUMENT, Recorder, wait_ready
 JOBS, JOB = "/v1/jobs", "/v1/jobs/{job_id}"
 RESULT, EVENTS = "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/events"
 DLQ, ENTRY, RETRY = "/v1/admin/dlq", "/v1/admin/dlq/{job_id}", "/v1/admin/dlq/{job_id}/retry"
+BULK = "/v1/admin/dlq/retry"
 REDIS_DOWN = {"$ref": "#/components/responses/Unavailable"}
 
 
@@ -120,9 +121,22 @@ def dead_letters(rec: Recorder, alice: str, admin: str) -> str:
         assert rec.call(method, path, token=admin, job_id=job_id).status_code == 404, path
     assert rec.call("GET", "/v1/admin/stats", token=admin).status_code == 200
     assert rec.call("POST", "/v1/admin/upstream/resume", token=admin).status_code == 200
+    bulk_retry(rec, admin)
     kept = submit(rec, alice, "another broken golem [mock:failure]")
     wait_for(rec, alice, kept, "failed")
     return kept
+
+
+def bulk_retry(rec: Recorder, admin: str) -> None:
+    def post(content: bytes, content_type: str = "application/json") -> int:
+        headers = {"Content-Type": content_type}
+        return rec.call("POST", BULK, token=admin, content=content, headers=headers).status_code
+
+    assert post(b'{"ids": ["not-dead-lettered"]}') == 202
+    assert post(b"{not json") == 400
+    assert post(b'{"error_type": "timeout"}', "text/plain") == 415
+    assert post(b'{"ids": ["' + b"x" * 70_000 + b'"]}') == 413
+    assert post(b'{"error_type": "timeout", "ids": ["a"]}') == 422
 
 
 def at_the_limits(rec: Recorder, tokens: dict[str, str], dead: str) -> None:

@@ -89,5 +89,5 @@ async def test_firestore_down_jobs_still_complete(
         assert response.status_code == 202
         done = await wait_for_status(http, response.json()["job_id"], tokens["alice"], FINAL)
         assert done["status"] == "completed"
-        ready = (await http.get("/health/ready")).json()
+        ready = (await http.get("/health/ready", headers=auth(tokens["admin"]))).json()
         assert ready["checks"]["cache"]["l2_enabled"] is True

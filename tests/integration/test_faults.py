@@ -193,9 +193,7 @@ async def test_a_resubmission_after_a_cancel_or_a_failure_is_a_new_job(
     await wait_for_status(client, failed, alice, FINAL)
     for old, description in ((running, "a cancelled crow [mock-latency:3000]"),
                              (failed, "a doomed dove [mock:failure]")):  # fmt: skip
-        again = await client.post(
-            "/v1/jobs", json=sprite_request(description), headers=auth(alice)
-        )
+        again = await client.post("/v1/jobs", json=sprite_request(description), headers=auth(alice))
         body = again.json()
         assert again.status_code == 202 and not body["deduplicated"], body
         assert body["job_id"] != old and body["status"] in ("queued", "active")

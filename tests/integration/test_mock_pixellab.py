@@ -277,7 +277,8 @@ async def test_fault_markers_fail_the_first_calls_then_follow_the_scenario(
     assert throttled.http_status == 429 and throttled.retry_after_s == 30
     calls = (await stats(mock))["calls"]
     assert calls["a flaky frog [mock-fail:503*2][mock-retry-after:7]"] == {
-        "answered:503": 2, "answered:200": 1
+        "answered:503": 2,
+        "answered:200": 1,
     }
 
 

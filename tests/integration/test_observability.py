@@ -205,17 +205,20 @@ def test_a_scrape_without_redis_answers_fast_with_redis_up_zero(
     assert "spritequeue_queue_jobs" not in families  # no stale or made-up figures
 
 
-async def ready(http: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
-    response = await http.get("/health/ready")
+READY_ADMIN = "ready-admin-" + "k" * 32
+
+
+async def ready(http: httpx.AsyncClient, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    response = await http.get("/health/ready", headers=auth(token) if token else {})
     return response.status_code, response.json()
 
 
 async def test_ready_needs_a_live_worker(
     make_settings: Callable[..., Settings], make_stack: Callable[..., Stack]
 ) -> None:
-    stack = make_stack(make_settings(), worker=False)
+    stack = make_stack(make_settings(admin_token=READY_ADMIN), worker=False)
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
-        status, body = await ready(http)
+        status, body = await ready(http, READY_ADMIN)
         assert status == 503 and body["status"] == "unavailable"
         assert body["checks"]["workers"] == body["checks"]["workers"] | {
             "status": "down",
@@ -225,7 +228,7 @@ async def test_ready_needs_a_live_worker(
 
         stack.start_worker()
         await until(lambda: _status_is(http, 200))
-        status, body = await ready(http)
+        status, body = await ready(http, READY_ADMIN)
         assert body["checks"]["workers"]["alive"] == 1
         assert body["checks"]["cache"] == body["checks"]["cache"] | {
             "status": "ok",
@@ -272,6 +275,36 @@ async def test_ready_is_503_within_a_second_when_redis_stops_and_200_when_it_ret
             assert value(await scrape(http), "spritequeue_scrape_redis_up") == 1
     finally:
         stack.stop()  # before the fixture stops Redis, so the worker shuts down cleanly
+
+
+async def test_ready_tells_anonymous_callers_only_states_and_admins_the_details(
+    make_settings: Callable[..., Settings],
+    make_stack: Callable[..., Stack],
+    own_redis: EmbeddedRedis,
+) -> None:
+    stack = make_stack(make_settings(redis_url=own_redis.url, admin_token=READY_ADMIN))
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+            await until(lambda: _status_is(http, 200))
+            own_redis.stop()
+            status, anonymous = await ready(http)
+            assert status == 503 and anonymous["status"] == "unavailable"
+            assert anonymous["checks"]["redis"] == {"status": "down"}
+            for check in anonymous["checks"].values():
+                assert set(check) == {"status"} and check["status"] in {"ok", "degraded", "down"}
+            text = json.dumps(anonymous)
+            assert str(own_redis.port) not in text and "Error" not in text
+            # A wrong token is the anonymous answer, not a 401 (load balancers send none).
+            status, wrong = await ready(http, "sq_" + "x" * 43)
+            assert status == 503 and wrong == anonymous
+
+            status, detailed = await ready(http, READY_ADMIN)
+            assert status == 503 and detailed["checks"]["redis"]["error"]
+            assert "layers" in detailed["checks"]["cache"]  # the figures are the admin's
+            own_redis.start()  # so the worker shuts down cleanly
+            await until(lambda: _status_is(http, 200), timeout_s=10)
+    finally:
+        stack.stop()
 
 
 async def test_worker_process_serves_its_metrics_and_logs_json_carrying_the_request_id(

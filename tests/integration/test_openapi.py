@@ -22,6 +22,7 @@ from backend.api.schemas import (
     AdminStats,
     DlqEntry,
     DlqPage,
+    DlqRetryResult,
     InvalidRequestBody,
     JobEvent,
     JobList,
@@ -119,6 +120,18 @@ def test_operations_declare_ids_security_and_headers() -> None:
                 assert "Retry-After" in headers, (method, path, status)
 
 
+def test_the_new_refusals_and_the_bulk_retry_are_documented() -> None:
+    submit = DOCUMENT["paths"]["/v1/jobs"]["post"]["responses"]["429"]
+    codes = set(submit["content"]["application/json"]["examples"])
+    assert codes == {"user_limit", "rate_limited", "quota_exceeded"}
+    assert "Retry-After" in submit["headers"]
+    bulk = DOCUMENT["paths"]["/v1/admin/dlq/retry"]["post"]
+    assert bulk["operationId"] == "retryDeadLettersByFilter"
+    assert set(bulk["responses"]) >= {"202", "401", "403", "422"}
+    schema = DOCUMENT["components"]["schemas"]["DlqRetryFilter"]
+    assert set(schema["properties"]) == {"error_type", "ids"}
+
+
 class _Assets(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -194,8 +207,11 @@ async def test_real_bodies_match_their_models(
     entry = await client.get(f"/v1/admin/dlq/{broken.json()['job_id']}", headers=admin)
     conforms(DlqEntry, entry.json())
     conforms(AdminStats, (await client.get("/v1/admin/stats", headers=admin)).json())
+    bulk = await client.post("/v1/admin/dlq/retry", json={"error_type": "auth"}, headers=admin)
+    conforms(DlqRetryResult, bulk.json())
     conforms(Liveness, (await client.get("/health/live")).json())
     conforms(Readiness, (await client.get("/health/ready")).json())
+    conforms(Readiness, (await client.get("/health/ready", headers=admin)).json())
     invalid = await client.post("/v1/jobs", json={"description": ""}, headers=alice)
     conforms(InvalidRequestBody, invalid.json())
 

@@ -29,6 +29,7 @@ CONTRACT = {
     "spritequeue_position_events": ("counter", ()),
     "spritequeue_auth_failures": ("counter", ("reason",)),
     "spritequeue_upstream_changes": ("counter", ("state",)),
+    "spritequeue_dlq_dropped": ("counter", ()),
 }
 SCRAPE_TIME = {
     "spritequeue_queue_jobs": ["state"],

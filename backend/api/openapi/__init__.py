@@ -31,6 +31,8 @@ from backend.api.schemas import (
     AdminStats,
     DlqEntry,
     DlqPage,
+    DlqRetryFilter,
+    DlqRetryResult,
     InvalidRequestBody,
     JobEvent,
     JobList,
@@ -44,6 +46,7 @@ from backend.models import ErrorBody, JobView, QueueView, SpriteRequest, Upstrea
 MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (SpriteRequest, "validation"),
     (JobEvent, "validation"),  # validation mode: ``data`` is a JSON string on the wire
+    (DlqRetryFilter, "validation"),
     *(
         (model, "serialization")
         for model in (
@@ -55,6 +58,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
             InvalidRequestBody,
             DlqEntry,
             DlqPage,
+            DlqRetryResult,
             AdminStats,
             Liveness,
             Readiness,

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from backend.api.openapi.components import JSON, Schemas, error, links, parameter, response
-from backend.api.schemas import AdminStats, DlqEntry, DlqPage
+from backend.api.schemas import AdminStats, DlqEntry, DlqPage, DlqRetryFilter, DlqRetryResult
 from backend.config import Settings
-from backend.errors import InvalidRequest, NotFound, QueueFull, Unavailable
+from backend.errors import (
+    BadRequest,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from backend.models import JobView
 
 ENTRY_LINKS = ("getDeadLetter", "retryDeadLetter", "deleteDeadLetter")
@@ -92,6 +100,42 @@ def _retry(schemas: Schemas, settings: Settings) -> JSON:
     }
 
 
+def _retry_bulk(schemas: Schemas, settings: Settings) -> JSON:
+    return {
+        "operationId": "retryDeadLettersByFilter",
+        "tags": ["admin"],
+        "summary": "Requeue the dead letters of one error type, or a list of ids",
+        "description": "Oldest first, each under its own job id, until the global cap "
+        f"({settings.limits.queue_capacity} jobs) is reached; the matches left over stay in the "
+        "DLQ and are counted in `remaining`. Bypasses the per-user cap and is not charged to "
+        "the users' daily quotas. Unknown ids are skipped.",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.ref(DlqRetryFilter)}},
+        },
+        "responses": _guarded(
+            {
+                "202": schemas.json(DlqRetryResult, "What was requeued, and what is left."),
+                "400": error("The body is not valid JSON.", BadRequest, schemas=schemas),
+                "413": error(
+                    f"The body is over {settings.limits.max_body_bytes} bytes.",
+                    PayloadTooLarge,
+                    schemas=schemas,
+                ),
+                "415": error(
+                    "The body is not `application/json`.", UnsupportedMediaType, schemas=schemas
+                ),
+                "422": error(
+                    "Not exactly one of `error_type` (a known type) and `ids` (1 to 1000).",
+                    InvalidRequest,
+                    schemas=schemas,
+                ),
+                "503": response("Unavailable"),
+            }
+        ),
+    }
+
+
 def _delete(schemas: Schemas) -> JSON:
     return {
         "operationId": "deleteDeadLetter",
@@ -126,6 +170,7 @@ def paths(schemas: Schemas, settings: Settings) -> JSON:
     return {
         "/v1/admin/dlq": {"get": _list(schemas)},
         "/v1/admin/dlq/{job_id}": {"get": _get(schemas), "delete": _delete(schemas)},
+        "/v1/admin/dlq/retry": {"post": _retry_bulk(schemas, settings)},
         "/v1/admin/dlq/{job_id}/retry": {"post": _retry(schemas, settings)},
         "/v1/admin/stats": {"get": _stats(schemas)},
     }

@@ -24,6 +24,8 @@ from backend.errors import (
     NotReady,
     PayloadTooLarge,
     QueueFull,
+    QuotaExceeded,
+    RateLimited,
     Unavailable,
     UnsupportedMediaType,
     UserLimit,
@@ -80,8 +82,14 @@ def _submit(schemas: Schemas, settings: Settings) -> JSON:
                 schemas=schemas,
             ),
             "429": error(
-                f"You already have {limits.per_user} jobs queued or running.",
+                f"You already have {limits.per_user} jobs queued or running (`user_limit`); "
+                f"you made more than {limits.submits_per_minute} submissions this minute, "
+                "cache hits included (`rate_limited`: nothing was recorded); or you sent "
+                f"{limits.daily_generations} jobs to PixelLab today (`quota_exceeded`: "
+                "`Retry-After` is the next midnight UTC; cache hits stay free).",
                 UserLimit,
+                RateLimited,
+                QuotaExceeded,
                 schemas=schemas,
             ),
             "503": error(

@@ -44,7 +44,9 @@ def paths(schemas: Schemas) -> JSON:
                 "tags": ["health"],
                 "summary": "Ready to serve: Redis answers and a worker is alive",
                 "description": "The queue and the cache layers are reported but never fail it: "
-                "a full queue still serves, and a cache failure is a miss, not an outage.",
+                "a full queue still serves, and a cache failure is a miss, not an outage. "
+                "Anonymous callers get only each check's `status` (`ok`, `degraded`, `down`); "
+                "with an admin bearer token every check carries its figures and errors.",
                 "security": PUBLIC,
                 "responses": {
                     "200": schemas.json(

@@ -7,7 +7,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backend.api.auth import admin
+from backend.api.body import read_json, validate
 from backend.api.params import int_param
+from backend.api.schemas import DlqRetryFilter, DlqRetryResult
 from backend.observability import admin_stats
 from backend.queue.dlq import DeadLetters
 from backend.queue.resources import Resources
@@ -40,6 +42,18 @@ async def dlq_retry(request: Request) -> Response:
                     media_type="application/json")  # fmt: skip
 
 
+async def dlq_retry_bulk(request: Request) -> Response:
+    """Requeue by filter (``{"error_type": …}`` or ``{"ids": […]}``), up to free capacity."""
+    await admin(request)
+    resources: Resources = request.app.state.resources
+    data = await read_json(request, max_bytes=resources.settings.limits.max_body_bytes)
+    wanted = validate(DlqRetryFilter, data)
+    error_type = None if wanted.error_type is None else wanted.error_type.value
+    done = await _dlq(request).retry_matching(error_type=error_type, ids=wanted.ids)
+    body = DlqRetryResult(requeued=done.requeued, remaining=done.remaining, job_ids=done.job_ids)
+    return Response(body.model_dump_json(), status_code=202, media_type="application/json")
+
+
 async def dlq_delete(request: Request) -> Response:
     await admin(request)
     await _dlq(request).delete(request.path_params["job_id"])
@@ -55,6 +69,7 @@ async def stats(request: Request) -> Response:
 
 routes = [
     Route("/v1/admin/dlq", dlq_list, methods=["GET"]),
+    Route("/v1/admin/dlq/retry", dlq_retry_bulk, methods=["POST"]),
     Route("/v1/admin/dlq/{job_id}", dlq_get, methods=["GET"]),
     Route("/v1/admin/dlq/{job_id}/retry", dlq_retry, methods=["POST"]),
     Route("/v1/admin/dlq/{job_id}", dlq_delete, methods=["DELETE"]),

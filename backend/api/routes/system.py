@@ -6,6 +6,10 @@ reported but never fail it: a full queue still serves (reads, polling, 503 ``que
 with Retry-After), and a failing cache layer is a miss, not an outage (docs/design.md), so pulling
 every replica out of rotation for either would turn a degradation into an outage. Each check
 is bounded by ``READY_TIMEOUT_S`` and they run concurrently, so a dead Redis answers in ~1 s.
+
+Anonymous callers (load balancers, probes) get only ``ok``/``degraded``/``down`` per
+dependency: backend error text (addresses, ports, driver messages) is for admins, who get
+every figure with an admin bearer token.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from backend.api.auth import admin
+from backend.errors import SpriteQueueError
 from backend.limits.estimates import HEARTBEAT_STALE_S
 from backend.models import QueueState
 from backend.observability import metrics_text
@@ -80,6 +87,19 @@ async def _timed(name: str, check: Any) -> tuple[str, dict[str, Any]]:
         return name, {"status": "down", "error": type(exc).__name__}
 
 
+async def _admin_caller(request: Request) -> bool:
+    """Whether the request carries a working admin token; never raises (a failed look-up is
+    still counted against its address, as on every route)."""
+    if "authorization" not in request.headers:
+        return False
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await admin(request)
+    except (SpriteQueueError, RedisError, OSError, TimeoutError):
+        return False
+    return True
+
+
 async def ready(request: Request) -> Response:
     resources: Resources = request.app.state.resources
     results = dict(
@@ -93,6 +113,8 @@ async def ready(request: Request) -> Response:
     ok = all(results[name]["status"] == "ok" for name in ("redis", "workers"))
     degraded = any(check["status"] != "ok" for check in results.values())
     status = "unavailable" if not ok else "degraded" if degraded else "ok"
+    if not await _admin_caller(request):
+        results = {name: {"status": check["status"]} for name, check in results.items()}
     return JSONResponse({"status": status, "checks": results}, status_code=200 if ok else 503)
 
 

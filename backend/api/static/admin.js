@@ -1,4 +1,5 @@
-// The admin page: queue state and figures, and the dead-letter queue with retry and delete.
+// The admin page: queue state and figures, PixelLab's state (with Resume), and the
+// dead-letter queue with retry (one, or every entry of an error type) and delete.
 "use strict";
 
 (() => {
@@ -10,6 +11,13 @@
   const MAX_PAGE = 200; // the API's own limit for one page
   const CONFIRM_MS = 4000;
   const STATE_LABELS = { ok: "OK", warning: "Warning", critical: "Critical" };
+  // PixelLab's state as the service sees it (GET /v1/queue's `upstream`), shown with the
+  // queue badge's colours.
+  const UPSTREAM = {
+    ok: { label: "OK", badge: "ok" },
+    throttled: { label: "Throttled", badge: "warning" },
+    paused: { label: "Paused", badge: "critical" },
+  };
 
   const token = SQ.sessionValue("spritequeue.adminToken");
   const rows = new Map();
@@ -39,6 +47,13 @@
     empty: $("#dlq-empty"),
     more: $("#dlq-more"),
     refresh: $("#refresh"),
+    upstream: $("#upstream"),
+    upstreamState: $("#upstream-state"),
+    upstreamReason: $("#upstream-reason"),
+    resume: $("#upstream-resume"),
+    bulkForm: $("#bulk-retry"),
+    bulkType: $("#bulk-type"),
+    bulkSubmit: $("#bulk-submit"),
   };
 
   // ---- session ------------------------------------------------------------------------------
@@ -151,7 +166,65 @@
     $(`#stat-${id}`).textContent = text;
   }
 
+  /** PixelLab's state; an older server without the field shows nothing. */
+  function renderUpstream(upstream) {
+    if (!upstream || !upstream.state) {
+      ui.upstream.hidden = true;
+      return;
+    }
+    const known = UPSTREAM[upstream.state] || { label: upstream.state, badge: "unknown" };
+    ui.upstream.hidden = false;
+    ui.upstream.dataset.state = upstream.state;
+    ui.upstreamState.dataset.state = known.badge;
+    ui.upstreamState.textContent = known.label;
+    const parts = [];
+    if (upstream.reason) parts.push(upstream.reason);
+    if (upstream.since) parts.push(`since ${SQ.formatAgo(upstream.since)}`);
+    ui.upstreamReason.textContent = parts.join(" · ");
+    ui.upstreamReason.title = upstream.since ? SQ.formatTime(upstream.since) : "";
+    ui.resume.hidden = upstream.state !== "paused";
+  }
+
+  ui.resume.addEventListener("click", async () => {
+    ui.resume.disabled = true;
+    try {
+      const { body } = await api("/v1/admin/upstream/resume", { method: "POST", token: token.get() });
+      renderUpstream(body && body.state ? body : { state: "ok", reason: null, since: null });
+      SQ.toast("PixelLab calls resumed.", "success");
+      refresh();
+    } catch (error) {
+      if (!endedSession(error)) showAlert("Resume failed", error.message, error.retryAfter, "action");
+    } finally {
+      ui.resume.disabled = false;
+    }
+  });
+
+  ui.bulkForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const errorType = ui.bulkType.value;
+    ui.bulkSubmit.disabled = true;
+    try {
+      const { body } = await api("/v1/admin/dlq/retry", {
+        method: "POST",
+        token: token.get(),
+        body: { error_type: errorType },
+      });
+      generation += 1;
+      for (const jobId of body.job_ids) removeRow(jobId);
+      const left = body.remaining ? `; ${body.remaining} left (the queue is full)` : "";
+      SQ.toast(`${body.requeued} ${errorType} job${body.requeued === 1 ? "" : "s"} requeued${left}.`,
+        body.requeued ? "success" : undefined);
+      if (body.remaining) showAlert("The queue is full", `${body.remaining} ${errorType} dead letters were left in place.`, null, "action");
+      refresh();
+    } catch (error) {
+      if (!endedSession(error)) showAlert("Bulk retry failed", error.message, error.retryAfter, "action");
+    } finally {
+      ui.bulkSubmit.disabled = false;
+    }
+  });
+
   function renderQueue(queue, stats) {
+    renderUpstream(queue.upstream);
     ui.state.dataset.state = queue.state;
     ui.state.textContent = STATE_LABELS[queue.state] || queue.state;
     ui.meter.dataset.state = queue.state;

@@ -1,7 +1,8 @@
 --[[
-  admitJob: decide dedup, per-user cap and global cap together, and if admitted record the
-  slot, the job record and the arq job in one atomic step (so no crash can leave a slot
-  without a queued job, or a queued job without a slot).
+  admitJob: decide dedup, the daily quota, per-user cap and global cap together, and if
+  admitted record the slot, the quota charge, the job record and the arq job in one atomic
+  step (so no crash can leave a slot without a queued job, a queued job without a slot, or a
+  charge without a job).
 
   KEYS[1]  sq:dedup:{user}:{cache_key}   string, job id, PX = dedup window
   KEYS[2]  sq:inflight                   zset job_id -> admitted at (ms)
@@ -15,6 +16,8 @@
   KEYS[10] sq:dlq:{id}                   the dead-letter entry (when retrying one)
   KEYS[11] sq:inflight-users             hash job_id -> user (lets the reconciler free slots)
   KEYS[12] sq:active                     zset of running jobs (to place the new one)
+  KEYS[13] sq:user:{user}:generations:{day}  the user's PixelLab jobs this UTC day (the
+                                         day of ARGV[2]); expires ARGV[18] s after a charge
 
   ARGV[1]  job id
   ARGV[2]  now (ms)
@@ -31,7 +34,10 @@
   ARGV[13] "1" when this requeues a dead-lettered job
   ARGV[14] worker slots, ARGV[15] median run time (s): inputs of the estimated wait
   ARGV[16] how long the user's job index is kept after its last write (s)
-  ARGV[17] pub/sub channel that wakes idle workers (sq:wake)
+  ARGV[17] daily generations allowed; 0 = no quota (off, or an admin's DLQ retry: not
+           charged to the user)
+  ARGV[18] how long the day's counter is kept after its last charge (s)
+  ARGV[19] pub/sub channel that wakes idle workers (sq:wake)
 
   Returns {code, job_id, inflight_count[, position, estimated_wait_s]}
      1  admitted, with the new job's place
@@ -39,6 +45,9 @@
     -1  queue full
     -2  user limit
     -4  dead-letter entry not found
+    -5  daily quota used up
+  A charged job's record gets ``charged = "1"``: finishJob refunds the charge of a job
+  cancelled before its call (the counter key is named by the record's created_at, ARGV[2]).
 ]]
 --@include place
 
@@ -62,6 +71,13 @@ if window > 0 then
   end
 end
 
+-- A spent quota is checked before the caps: it is the refusal that lasts longest, so its
+-- Retry-After (the next UTC midnight) is the accurate one.
+local quota = tonumber(ARGV[17])
+if quota > 0 and tonumber(redis.call("GET", KEYS[13]) or "0") >= quota then
+  return {-5, job_id, redis.call("ZCARD", KEYS[2])}
+end
+
 -- The user cap is checked first: a user at their cap is held back by it whatever the queue
 -- does (a slot freed by someone else's job does not help them), while their own job ending
 -- frees both caps at once, so "user_limit" and its Retry-After are the accurate answer.
@@ -78,6 +94,11 @@ redis.call("ZADD", KEYS[3], now, job_id)
 redis.call("HSET", KEYS[11], job_id, ARGV[12])
 if window > 0 then
   redis.call("SET", KEYS[1], job_id, "PX", window)
+end
+if quota > 0 then
+  redis.call("INCR", KEYS[13])
+  redis.call("EXPIRE", KEYS[13], ARGV[18])
+  fields["charged"] = "1"
 end
 
 redis.call("PSETEX", KEYS[5], ARGV[7], ARGV[6])
@@ -111,5 +132,5 @@ local data = with_place(ARGV[9], position, eta)
 local stream_id = redis.call("XADD", KEYS[8], "MAXLEN", "~", ARGV[10], "*",
   "event", "progress", "data", data)
 redis.call("PUBLISH", ARGV[11], job_id .. " " .. stream_id .. " progress " .. data)
-redis.call("PUBLISH", ARGV[17], "")
+redis.call("PUBLISH", ARGV[19], "")
 return {1, job_id, inflight + 1, position, eta}

@@ -1,7 +1,8 @@
 --[[
   finishJob: put a job in its final state (completed, failed, cancelled), release its slot,
   take it out of arq's queue, append the final event and, for a failure that is
-  dead-lettered, record the DLQ entry; all in one step, so no later write (a stale runner,
+  dead-lettered, record the DLQ entry (dropping the oldest beyond the cap), refund the daily
+  quota of a job cancelled before its PixelLab call; all in one step, so no later write (a stale runner,
   arq's own clean-up, an admin's retry racing a cancel) can undo half of it.
 
   Guarded (include/guard.lua): a runner passes its fence; the API's cancel, the reconciler
@@ -15,7 +16,9 @@
   KEYS[9]  sq:inflight-users        KEYS[10] sq:dedup:{user}:{cache_key}
   KEYS[11] arq:job:{id}             KEYS[12] arq:in-progress:{id}
   KEYS[13] arq:retry:{id}           KEYS[14] <queue name>
-  KEYS[15] arq:abort
+  KEYS[15] arq:abort                KEYS[16] sq:user:{user}:generations:{day}, the counter
+                                             the job was charged to (the day of its created_at)
+  KEYS[17] sq:stats                 (dlq_dropped: entries dropped for the cap)
 
   ARGV[1]  guard ("fence:<token>" or "rev:<n>")
   ARGV[2]  job id                   ARGV[3]  now (ms)
@@ -26,8 +29,15 @@
   ARGV[10] run duration (s) to record, or "" for none
   ARGV[11] dead-letter entry (JSON), or "" for none
   ARGV[12] dead-letter retention (s)
+  ARGV[13] dead-letter entries kept at most (the oldest beyond it are dropped)
+  ARGV[14] dead-letter entry key prefix ("sq:dlq:"), to drop the entries of the oldest
 
-  Returns {1} finished now; {0, status} already final or gone; {-1, status} the guard
+  Refund: a job charged at admission (its record's ``charged``) and cancelled while its stage
+  is queued or started, with no failed or lost attempt (``failures`` and ``stalls`` 0, so no
+  call of it can have reached PixelLab), gives its charge back, once, to the counter of the
+  day it was charged to; a counter already expired is left alone.
+
+  Returns {1, "", dropped} finished now (dropped: DLQ entries dropped for the cap); {0, status} already final or gone; {-1, status} the guard
   failed (a runner fenced out, or a revision that changed: read again).
 ]]
 --@include guard
@@ -52,6 +62,12 @@ if not guard_holds(KEYS[1], ARGV[1]) then
   return {-1, status}
 end
 local running = redis.call("HGET", KEYS[1], "fence") or ""
+local refund = false
+if fields["status"] == "cancelled" then
+  local was = redis.call("HMGET", KEYS[1], "charged", "stage", "failures", "stalls")
+  refund = was[1] == "1" and (was[2] == "queued" or was[2] == "started")
+    and (was[3] or "0") == "0" and (was[4] or "0") == "0"
+end
 fields["fence"] = ""
 write_fields(KEYS[1], fields)
 redis.call("HDEL", KEYS[1], "position", "estimated_wait_s")
@@ -63,11 +79,29 @@ if ARGV[10] ~= "" then
   redis.call("LPUSH", KEYS[6], ARGV[10])
   redis.call("LTRIM", KEYS[6], 0, 199)
 end
+local dropped = 0
 if ARGV[11] ~= "" then
   local retention = tonumber(ARGV[12])
   redis.call("SET", KEYS[8], ARGV[11], "EX", retention)
   redis.call("ZADD", KEYS[7], now, job_id)
   redis.call("ZREMRANGEBYSCORE", KEYS[7], "-inf", now - retention * 1000)
+  -- The cap: one entry over it per write at most, so this is O(1) in the steady state.
+  local over = redis.call("ZCARD", KEYS[7]) - tonumber(ARGV[13])
+  if over > 0 then
+    local oldest = redis.call("ZRANGE", KEYS[7], 0, over - 1)
+    for _, old_id in ipairs(oldest) do
+      redis.call("DEL", ARGV[14] .. old_id)
+    end
+    redis.call("ZREMRANGEBYRANK", KEYS[7], 0, over - 1)
+    redis.call("HINCRBY", KEYS[17], "dlq_dropped", #oldest)
+    dropped = #oldest
+  end
+end
+if refund then
+  redis.call("HDEL", KEYS[1], "charged")
+  if tonumber(redis.call("GET", KEYS[16]) or "0") > 0 then
+    redis.call("DECR", KEYS[16])
+  end
 end
 -- Out of arq's hands: no queue entry, job, lease or try counter is left for a late write.
 redis.call("ZREM", KEYS[14], job_id)
@@ -84,4 +118,4 @@ end
 emit(KEYS[2], ARGV[7], ARGV[8], job_id, ARGV[5], ARGV[6])
 redis.call("EXPIRE", KEYS[1], ARGV[9])
 redis.call("EXPIRE", KEYS[2], ARGV[9])
-return {1}
+return {1, "", dropped}

@@ -1,0 +1,60 @@
+"""Per-user limits kept in Redis: the submit rate (``countSubmit``) and the daily quota's day.
+
+The daily quota itself is charged inside ``admitJob`` (atomically with the caps) and refunded
+inside ``finishJob``; this module names the day a job is charged to, so both agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from backend.store import keys
+from backend.store.scripts import Scripts
+
+RATE_WINDOW_MS = 60_000
+# A day's counter outlives its day, so a refund shortly after midnight still finds it.
+QUOTA_KEEP_S = 2 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    admitted: bool
+    count: int  # submissions in the window, this one included (0 when refused)
+    retry_after_s: int  # when refused: until the window closes
+
+
+def quota_day(at: float) -> str:
+    """The UTC day (YYYYMMDD) a job admitted at ``at`` (epoch seconds) is charged to."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y%m%d")
+
+
+def quota_key(user: str, at: float) -> str:
+    return keys.user_generations(user, quota_day(at))
+
+
+def seconds_to_utc_midnight(at: float) -> int:
+    """Whole seconds from ``at`` to the next UTC midnight (at least 1)."""
+    now = datetime.fromtimestamp(at, UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, math.ceil((midnight - now).total_seconds()))
+
+
+class SubmitRate:
+    """The per-user submit rate: a fixed window per user that opens at their first submit."""
+
+    def __init__(self, scripts: Scripts, *, per_minute: int) -> None:
+        self._scripts = scripts
+        self._per_minute = per_minute
+
+    async def check(self, user: str) -> RateCheck:
+        """Count one submission, or refuse it without writing anything (0 = no limit)."""
+        if self._per_minute <= 0:
+            return RateCheck(True, 0, 0)
+        admitted, value = await self._scripts.run(
+            "countSubmit", [keys.user_submits(user)], [self._per_minute, RATE_WINDOW_MS]
+        )
+        if int(admitted):
+            return RateCheck(True, int(value), 0)
+        return RateCheck(False, 0, max(1, math.ceil(int(value) / 1000)))

@@ -1,0 +1,101 @@
+"""The admin page: PixelLab's state with its Resume button, and the bulk DLQ retry."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from backend.config import Settings
+from backend.errors import ErrorType
+from backend.queue.resources import open_resources
+from fixtures.factories import auth
+from tests.browser.conftest import Tab
+from tests.browser.test_pages import sign_in
+from tests.integration.test_dlq_scale import dead_letter
+
+try:
+    from playwright.async_api import Route, expect
+except ImportError:  # the dev extra installs it; without it these tests cannot run at all
+    if os.environ.get("SPRITEQ_REQUIRE_BROWSER") == "1":
+        raise
+    pytest.skip("the playwright package is missing", allow_module_level=True)
+
+
+async def test_admin_sees_pixellab_paused_and_resumes_it(
+    tab: Tab, make_stack: Callable[..., Any], settings: Settings, tokens: dict[str, str]
+) -> None:
+    stack = make_stack(settings, worker=False)
+    page = tab.page
+    await sign_in(page, stack.url + "/admin", tokens["admin"])
+    await expect(page.locator("#queue-state")).to_have_text("OK")
+    # A server without the field (older than the upstream state): nothing is shown.
+    await expect(page.locator("#upstream")).to_be_hidden()
+
+    # The upstream contract (GET /v1/queue's `upstream`, POST /v1/admin/upstream/resume),
+    # answered here on the real queue body.
+    upstream: dict[str, Any] = {"state": "paused", "reason": "402 insufficient credits",
+                                "since": 1_700_000_000.0}  # fmt: skip
+    resumes: list[str | None] = []
+
+    async def queue(route: Route) -> None:
+        answer = await route.fetch()
+        body = {**(await answer.json()), "upstream": upstream}
+        await route.fulfill(response=answer, body=json.dumps(body))
+
+    async def resume(route: Route) -> None:
+        resumes.append(route.request.headers.get("authorization"))
+        upstream.update(state="ok", reason=None, since=None)
+        await route.fulfill(status=200, content_type="application/json", body=json.dumps(upstream))
+
+    await page.route("**/v1/queue", queue)
+    await page.route("**/v1/admin/upstream/resume", resume)
+    await page.click("#refresh")
+    badge = page.locator("#upstream-state")
+    await expect(page.locator("#upstream")).to_be_visible()
+    await expect(badge).to_have_text("Paused")
+    await expect(badge).to_have_attribute("data-state", "critical")
+    await expect(page.locator("#upstream-reason")).to_contain_text("402 insufficient credits")
+    await tab.screenshot("admin-upstream-paused")
+
+    await page.click("#upstream-resume")
+    await expect(badge).to_have_text("OK")
+    await expect(page.locator("#upstream-resume")).to_be_hidden()
+    assert resumes == [f"Bearer {tokens['admin']}"]
+
+    upstream.update(state="throttled", reason="429 from PixelLab", since=1_700_000_100.0)
+    await page.click("#refresh")
+    await expect(badge).to_have_text("Throttled")
+    await expect(badge).to_have_attribute("data-state", "warning")
+    await expect(page.locator("#upstream-resume")).to_be_hidden()
+
+
+async def test_admin_retries_every_dead_letter_of_a_type(
+    tab: Tab, make_stack: Callable[..., Any], settings: Settings, tokens: dict[str, str]
+) -> None:
+    opened = await open_resources(settings)
+    try:
+        servers = [await dead_letter(opened, n, ErrorType.SERVER_ERROR, dlq_max=100)
+                   for n in range(2)]  # fmt: skip
+        kept = await dead_letter(opened, 7, ErrorType.TIMEOUT, dlq_max=100)
+    finally:
+        await opened.close()
+    stack = make_stack(settings, worker=False)
+    page = tab.page
+    await sign_in(page, stack.url + "/admin", tokens["admin"])
+    rows = page.locator("#dlq-rows tr")
+    await expect(rows).to_have_count(3)
+
+    await page.select_option("#bulk-type", "server_error")
+    await page.click("#bulk-submit")
+    await expect(page.locator("#toast")).to_contain_text("2 server_error jobs requeued")
+    await expect(rows).to_have_count(1)
+    await expect(page.locator(f'#dlq-rows tr[data-job-id="{kept}"]')).to_have_count(1)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+        for job_id in servers:
+            job = await http.get(f"/v1/jobs/{job_id}", headers=auth(tokens["admin"]))
+            assert job.json()["status"] == "queued"
