@@ -53,6 +53,8 @@ START_TRIES = 5
 KEEP_S, KEEP_RETRY_S = 120.0, 0.25
 # A job that waited on another's call and then found no permit tries again this soon.
 PERMIT_RETRY_S = 0.5
+# A job whose start no replica acknowledged (with replicas) tries again this soon.
+UNREPLICATED_RETRY_S = 1.0
 
 
 class NoPermit(Exception):
@@ -180,6 +182,14 @@ class JobRunner:
                 log.info("job_started", job_id=job_id, attempt=attempt.number)
                 return started.model_copy(update={"rev": value, "fence": token}), token
             await self.upstream.release(token, CallOutcome.UNUSED)
+            if written is Written.UNREPLICATED:
+                # Replication lags (or a failover is under way): no call until it catches up.
+                mine = started.model_copy(update={"rev": value, "fence": token})
+                history = close_attempt(mine.history, time.time(), "interrupted")
+                await self.outcomes.requeue(
+                    mine.requeued(history=history), token, defer_s=UNREPLICATED_RETRY_S
+                )
+                return None
             if written is Written.FINAL:
                 await self.jobs.drop_stale(job_id)
                 return None

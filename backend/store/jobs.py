@@ -101,6 +101,7 @@ class Written(IntEnum):
     APPLIED = 1
     FINAL = 0  # the job is already final (or gone): nothing to do
     STALE = -1  # the guard failed: a runner is fenced out, or the record changed since read
+    UNREPLICATED = 2  # applied, but no replica acknowledged it in time (see start_attempt)
 
 
 @dataclass(frozen=True)
@@ -237,10 +238,12 @@ class JobStore:
 
         ``started`` is ``read`` with the attempt's fields; the write is a compare-and-set on
         ``read.rev``. Returns ``(APPLIED, new rev)``, ``(FINAL, status)`` for a job no longer
-        runnable, or ``(STALE, status)`` when the record changed since ``read``.
+        runnable, or ``(STALE, status)`` when the record changed since ``read``; with
+        replicas, ``(UNREPLICATED, new rev)`` when none acknowledged the start in time (the
+        attempt holds the fence, but must not call PixelLab: it puts the job back).
         """
         job_id = read.job_id
-        code, value = await self._scripts.run(
+        (code, value), durable = await self._run_durable(
             "startAttempt",
             [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id],
             [
@@ -251,7 +254,13 @@ class JobStore:
             ],
         )  # fmt: skip
         written = Written(int(code))
-        return written, int(value) if written is Written.APPLIED else _text(value)
+        if written is not Written.APPLIED:
+            return written, _text(value)
+        if not durable:
+            # Lost in a failover, this start would let a second attempt call PixelLab too.
+            log.warning("job_start_not_replicated", job_id=job_id)
+            return Written.UNREPLICATED, int(value)
+        return written, int(value)
 
     async def progress(self, record: JobRecord, *fields: str, token: str) -> bool:
         """A running attempt's new stage; False when fenced out (abandon the job)."""

@@ -22,11 +22,12 @@ from redis.exceptions import RedisError
 
 from backend.config import Settings
 from backend.errors import Unavailable
-from backend.models import SpriteRequest
+from backend.models import JobStatus, SpriteRequest
 from backend.queue.producer import Producer
 from backend.queue.resources import open_resources, redis_client
 from backend.store.connect import aclose_client
 from backend.store.durable import Durability
+from backend.store.jobs import Written
 from backend.store.scripts import Scripts
 from backend.store.tokens import TokenStore
 from fixtures.factories import auth, sprite_request
@@ -103,6 +104,21 @@ async def test_admit_waits_for_a_replica(
                 await Producer(resources).submit(
                     "alice", SpriteRequest.model_validate(sprite_request("never acked"))
                 )
+            # A start that no replica acknowledged is not a start: the runner puts the job
+            # back rather than call PixelLab with a fence a failover could lose.
+            replica.send_signal(signal.SIGCONT)
+            submission = await Producer(resources).submit(
+                "alice", SpriteRequest.model_validate(sprite_request("a lagging start"))
+            )
+            job_id = submission.view.job_id
+            replica.send_signal(signal.SIGSTOP)
+            record = await resources.jobs.get(job_id)
+            assert record is not None
+            started = record.model_copy(update={"status": JobStatus.ACTIVE})
+            written, _ = await resources.jobs.start_attempt(
+                record, started, token="t", worker_id="w", lease_ms=30_000
+            )
+            assert written is Written.UNREPLICATED
         finally:
             replica.send_signal(signal.SIGCONT)
     finally:
