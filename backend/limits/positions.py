@@ -71,6 +71,8 @@ class PositionAnnouncer:
         )
         if not claimed:
             return None
+        if not await self._jobs.queue_length():
+            return Announcement(0, 0)  # nothing waits: no figures to read, no walk
         snap = await self._estimates.snapshot()
         result = await self._jobs.announce_positions(
             slots=snap.slots,

@@ -220,6 +220,10 @@ class JobStore:
                 break
         return Announcement(int(waiting), announced)
 
+    async def queue_length(self) -> int:
+        """Entries in arq's queue: the jobs waiting, and those running (they stay until done)."""
+        return int(await self._redis.zcard(self.queue_name))
+
     async def recent_duplicate(self, user: str, cache_key: str) -> str | None:
         """The job this user submitted with this key within the dedup window, if any."""
         found = await self._redis.get(keys.dedup(user, cache_key))
