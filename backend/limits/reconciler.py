@@ -10,10 +10,9 @@ Two kinds of orphan, two remedies:
   state looks like that; ``finishJob`` sets the final status and frees the slot together);
 - the job is still ``queued``/``active`` but arq no longer holds it (no in-progress key, and
   no job key in the queue): it is failed and dead-lettered as lost, which frees the slot.
-  That state is also seen for a moment during a legitimate cancel (``cancelJob`` takes the
-  job off arq's queue, then ``finishJob`` marks it cancelled, in a second round trip), so a
-  job is only declared lost when a later run, at least ``CONFIRM_S`` after the first, still
-  finds it so.
+  The reconciler's own reads are not one atomic step (a job can start or end between
+  them), so a job is only declared lost when a later run, at least ``CONFIRM_S`` after the
+  first, still finds it so; the failure is a compare-and-set on the record it read.
 """
 
 from __future__ import annotations
