@@ -181,6 +181,9 @@ async def run_lanes(steps: list[Any], act: Callable[[Any], Awaitable[None]], lan
     await asyncio.gather(*(lane() for _ in range(lanes)))
 
 
+RESENDS = 2
+
+
 async def post_all(
     https: list[httpx.AsyncClient], tokens: dict[str, str], plan: list[tuple[str, int, int]]
 ) -> list[Answer]:
@@ -189,7 +192,16 @@ async def post_all(
     async def one(step: tuple[str, int, int]) -> None:
         user, key, api = step
         body = sprite_request(f"burst sprite for {user} number {key}")
-        response = await https[api].post("/v1/jobs", json=body, headers=auth(tokens[user]))
+        for resend in range(RESENDS + 1):
+            try:
+                response = await https[api].post("/v1/jobs", json=body, headers=auth(tokens[user]))
+                break
+            except httpx.TransportError:
+                # A keep-alive connection dropped under the burst (seen on 2 cores, before
+                # this round's changes too). The dedup window (300 s here) makes the resend
+                # idempotent: a request that did get through comes back deduplicated.
+                if resend == RESENDS:
+                    raise
         answers.append(Answer(user, key, api, response.status_code, response.json(),
                               response.headers.get("retry-after")))  # fmt: skip
 
