@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
-from enum import IntEnum
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,81 +32,25 @@ from backend.store import keys
 from backend.store.durable import Durability
 from backend.store.quotas import QUOTA_KEEP_S, quota_key
 from backend.store.scripts import Scripts
+from backend.store.writes import (
+    Admission,
+    AdmitCode,
+    Announcement,
+    DeadLetter,
+    Guard,
+    PlaceRules,
+    Requeued,
+    Written,
+)
+
+# Re-exported: callers import the write values with the store.
+__all__ = ["Admission", "AdmitCode", "Announcement", "DeadLetter", "Guard", "JobStore",
+           "PlaceRules", "Requeued", "Written"]  # fmt: skip
 
 log = structlog.get_logger(__name__)
 
 EVENTS_MAXLEN = 100
 ANNOUNCE_SLICE = 100  # queue entries per announcePositions call: at most ~2 ms of Redis each
-
-
-class AdmitCode(IntEnum):
-    ADMITTED = 1
-    DEDUPLICATED = 2
-    QUEUE_FULL = -1
-    USER_LIMIT = -2
-    NOT_FOUND = -4
-    QUOTA_EXCEEDED = -5
-
-
-@dataclass(frozen=True)
-class Admission:
-    code: AdmitCode
-    job_id: str
-    inflight: int
-    position: int | None = None  # the new job's place, when admitted
-    estimated_wait_s: float | None = None
-
-
-@dataclass(frozen=True)
-class PlaceRules:
-    """When a waiting job's new place is worth an event (``announcePositions-2.lua``)."""
-
-    min_wait_change_s: float  # a wait must move by both of these ...
-    min_wait_change_ratio: float  # ... (a fraction of the announced wait)
-    every_move_up_to: int  # every move within these first places is announced
-    min_move_ratio: float  # further back, a move of this fraction of the announced place
-    max_events: int  # per walk, spent from the head of the queue
-
-
-@dataclass(frozen=True)
-class Announcement:
-    waiting: int  # jobs queued, walked in order
-    announced: int  # of them, how many got a new place event
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    entry: dict[str, Any]
-    retention_s: int
-    max_entries: int = 10_000  # beyond it the oldest entries are dropped (SPRITEQ_JOBS__DLQ_MAX)
-
-
-class Guard(str):
-    """Who may write a job: ``Guard.fence(token)`` for a runner, ``Guard.rev(n)`` for a
-    compare-and-set on a read (``lua/include/guard.lua``)."""
-
-    @classmethod
-    def fence(cls, token: str) -> Guard:
-        return cls(f"fence:{token}")
-
-    @classmethod
-    def rev(cls, rev: int) -> Guard:
-        return cls(f"rev:{rev}")
-
-
-class Written(IntEnum):
-    """How a guarded write ended."""
-
-    APPLIED = 1
-    FINAL = 0  # the job is already final (or gone): nothing to do
-    STALE = -1  # the guard failed: a runner is fenced out, or the record changed since read
-    UNREPLICATED = 2  # applied, but no replica acknowledged it in time (see start_attempt)
-
-
-@dataclass(frozen=True)
-class Requeued:
-    position: int
-    estimated_wait_s: float
 
 
 def now_ms() -> int:
