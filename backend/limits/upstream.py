@@ -70,13 +70,14 @@ class Upstream:
 
     async def release(self, token: str, outcome: str) -> None:
         """Give the permit back with what the call said about PixelLab (``releasePermit``)."""
-        before = await self._state()
-        after = await self._scripts.run(
-            "releasePermit",
-            [keys.PERMITS, keys.UPSTREAM],
-            [token, outcome, _now_ms(), self.max_concurrency, keys.WAKE_CHANNEL],
+        before, after = (
+            state.decode() if isinstance(state, bytes) else str(state)
+            for state in await self._scripts.run(
+                "releasePermit",
+                [keys.PERMITS, keys.UPSTREAM],
+                [token, outcome, _now_ms(), self.max_concurrency, keys.WAKE_CHANNEL],
+            )
         )
-        after = after.decode() if isinstance(after, bytes) else str(after)
         if after != before:
             self._changed(UpstreamState(after), "rate_limited" if outcome == "throttled" else None)
 

@@ -16,10 +16,12 @@
   ARGV[1] the attempt's token    ARGV[2] outcome    ARGV[3] now (ms)    ARGV[4] max concurrency
   ARGV[5] pub/sub channel that wakes idle workers
 
-  Returns the state after it: "ok", "throttled" or "paused" (a pause is never lifted here).
+  Returns {state before, state after}: "ok", "throttled" or "paused" (a pause is never
+  lifted here), so the caller sees a change without reading the state again.
 ]]
 local now, max = tonumber(ARGV[3]), tonumber(ARGV[4])
 local state = redis.call("HGET", KEYS[2], "state") or "ok"
+local before = state
 local limit = tonumber(redis.call("HGET", KEYS[2], "limit") or max)
 if redis.call("ZREM", KEYS[1], ARGV[1]) == 1
     and redis.call("ZCOUNT", KEYS[1], now, "+inf") + 1 >= math.floor(limit) then
@@ -45,4 +47,4 @@ elseif ARGV[2] == "ok" and state == "throttled" then
     redis.call("HSET", KEYS[2], "limit", limit)
   end
 end
-return state
+return {before, state}
