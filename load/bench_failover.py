@@ -83,8 +83,16 @@ async def load(
     return run
 
 
-async def measure(url: str, mock: str, *, ack: int, rate: float, seconds: float, tag: str,
-                  group: SentinelGroup | None = None) -> tuple[Run, dict[str, float]]:
+async def measure(
+    url: str,
+    mock: str,
+    *,
+    ack: int,
+    rate: float,
+    seconds: float,
+    tag: str,
+    group: SentinelGroup | None = None,
+) -> tuple[Run, dict[str, float]]:
     settings = test_settings(
         url, mock,
         redis={"min_replicas_ack": ack},

@@ -122,8 +122,9 @@ async def drive(resources: Resources, records: list[JobRecord], phase: Phase) ->
             if step == 0:
                 record, tokens[record.job_id] = await start_attempt(jobs, record.job_id)
             stage, progress = stage_for(step, phase.steps)
-            record = records[index] = record.model_copy(update={"stage": stage,
-                                                                "progress": progress})
+            record = records[index] = record.model_copy(
+                update={"stage": stage, "progress": progress}
+            )
             await jobs.progress(record, "stage", "progress", token=tokens[record.job_id])
 
 

@@ -81,9 +81,7 @@ async def one_run(redis_url: str, mock: ThreadedUvicorn, cap: int, jobs: int) ->
 async def main(jobs: int, latency_ms: int, cap: int) -> None:
     with tempfile.TemporaryDirectory(prefix="sq-bench-upstream-") as tmp:
         redis_server = EmbeddedRedis(Path(tmp), appendonly=False).start()
-        mock = ThreadedUvicorn(
-            create_mock_app(api_key=MOCK_API_KEY, latency_ms=latency_ms)
-        ).start()
+        mock = ThreadedUvicorn(create_mock_app(api_key=MOCK_API_KEY, latency_ms=latency_ms)).start()
         try:
             rows = [await one_run(redis_server.url, mock, c, jobs) for c in (cap, NO_CAP)]
         finally:
@@ -95,9 +93,11 @@ async def main(jobs: int, latency_ms: int, cap: int) -> None:
         print(f"{row['cap']!s:>6} {row['jobs/s']:8.2f} {row['p50 s']:7.2f} {row['p99 s']:7.2f} "
               f"{row['peak calls']:11d} {row['calls']:6d}")  # fmt: skip
     ceiling = cap / (latency_ms / 1000)
-    print(f"the cap's ceiling: {cap} / {latency_ms / 1000:g} s = {ceiling:.2f} jobs/s; "
-          f"measured {rows[0]['jobs/s'] / ceiling:.2f} of it; "
-          f"{rows[0]['jobs/s'] / rows[1]['jobs/s']:.2f} of the uncapped rate")
+    print(
+        f"the cap's ceiling: {cap} / {latency_ms / 1000:g} s = {ceiling:.2f} jobs/s; "
+        f"measured {rows[0]['jobs/s'] / ceiling:.2f} of it; "
+        f"{rows[0]['jobs/s'] / rows[1]['jobs/s']:.2f} of the uncapped rate"
+    )
 
 
 if __name__ == "__main__":

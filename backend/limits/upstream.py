@@ -48,9 +48,7 @@ class CallOutcome:
 
 
 class Upstream:
-    def __init__(
-        self, redis: aioredis.Redis, scripts: Scripts, settings: PixelLabSettings
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, scripts: Scripts, settings: PixelLabSettings) -> None:
         self._redis = redis
         self._scripts = scripts
         self._settings = settings

@@ -111,8 +111,24 @@ class StreamSlots:
             self._task = asyncio.create_task(self._renew_forever(), name="sse-slot-renewal")
 
     async def stop(self) -> None:
+        """Stop renewing and give back every slot this process holds, in one round trip.
+
+        Streams still winding up after this (a shutdown cancels them late) find their lease
+        gone and make no Redis call: the app closes its clients right after, and a call
+        then would open a connection that nothing closes.
+        """
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        held, self._held = self._held, {}
+        if not held:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for lease, user in held.items():
+                    pipe.zrem(streams_key(user), lease)
+                await pipe.execute()
+        except RedisError as exc:  # they lapse on their own within lease_s
+            log.warning("sse_slot_release_failed", error=type(exc).__name__)
 
     async def _renew_forever(self) -> None:
         # A slice at a time: renewing every lease at once blocked the loop for ~50 ms at 1,000

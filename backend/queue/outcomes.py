@@ -204,6 +204,7 @@ class Outcomes:
             log.info("job_abandoned", reason="fenced out before requeue")
         return placed is not None
 
+
 def close_attempt(
     history: list[Attempt], now: float, outcome: Any, error: ErrorInfo | None = None
 ) -> list[Attempt]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,9 @@ class JobRunner:
     on_no_permit: Callable[[Permit], None] = lambda permit: None
     # job id -> the attempt this worker runs; renewed by the worker's lease loop.
     attempts: dict[str, RunningAttempt] = field(default_factory=dict)
+    # Every ``run`` until its last line, and every shielded write until it lands: what a
+    # shutdown waits for before it closes the clients they use.
+    _unfinished: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.outcomes = Outcomes(
@@ -114,9 +117,22 @@ class JobRunner:
         arq's ``close()`` gathers its job tasks without ``return_exceptions``, so it moves
         on to ``on_shutdown`` at the first cancelled one; clients must outlive the rest.
         """
-        tasks = {a.task for a in self.attempts.values()}
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout_s)
+        if self._unfinished:
+            await asyncio.wait(set(self._unfinished), timeout=timeout_s)
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._unfinished.add(task)
+        task.add_done_callback(self._unfinished.discard)
+
+    async def _settle(self, write: Coroutine[Any, Any, Any]) -> Any:
+        """Run a write that a cancel must not interrupt, as a task the shutdown waits for.
+
+        A second cancel (a worker told to stop twice) ends the ``shield`` early; the write
+        itself carries on, and ``drain`` still waits for it.
+        """
+        task = asyncio.ensure_future(write)
+        self._track(task)
+        return await asyncio.shield(task)
 
     async def run(self, job_id: str) -> None:
         started = await self._start(job_id)
@@ -125,6 +141,7 @@ class JobRunner:
         record, token = started
         task = asyncio.current_task()
         assert task is not None
+        self._track(task)
         attempt = self.attempts[job_id] = RunningAttempt(token, task)
         try:
             with structlog.contextvars.bound_contextvars(
@@ -137,7 +154,7 @@ class JobRunner:
         finally:
             self.attempts.pop(job_id, None)
             if attempt.permit:  # not used for a call: a cache hit, a skip, a shutdown
-                await asyncio.shield(self.outcomes.release_quietly(token, CallOutcome.UNUSED))
+                await self._settle(self.outcomes.release_quietly(token, CallOutcome.UNUSED))
 
     # ---- starting -------------------------------------------------------------------------
 
@@ -315,7 +332,7 @@ class JobRunner:
             finally:
                 if attempt is not None and attempt.permit:
                     attempt.permit = False
-                    await asyncio.shield(self.outcomes.release_quietly(token, told))
+                    await self._settle(self.outcomes.release_quietly(token, told))
             image = CachedImage.new(
                 record.cache_key,
                 generated.png,
@@ -333,7 +350,7 @@ class JobRunner:
         finally:
             if attempt is not None:
                 attempt.flight = ""
-            await asyncio.shield(
+            await self._settle(
                 self.jobs.release_flight(
                     record.cache_key, token, outcome=outcome, keep_ms=FLIGHT_OUTCOME_KEEP_MS
                 )

@@ -64,6 +64,7 @@ async def test_admin_sees_pixellab_paused_and_resumes_it(
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
         assert (await http.get("/v1/queue")).json()["upstream"]["state"] == "ok"
 
+
 async def test_admin_retries_every_dead_letter_of_a_type(
     tab: Tab, make_stack: Callable[..., Any], settings: Settings, tokens: dict[str, str]
 ) -> None:

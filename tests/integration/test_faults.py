@@ -317,3 +317,44 @@ async def test_a_cancel_racing_the_start_still_aborts_the_call(
         api.stop()
     assert view["status"] == "cancelled", view
     assert "answered:200" not in mock_calls(mock_pixellab, description)
+
+
+@pytest.mark.timeout(60)
+async def test_a_worker_stopped_mid_clean_up_waits_for_its_last_writes(
+    make_settings: Callable[..., Settings],
+    redis_server: EmbeddedRedis,
+    redis: aioredis.Redis,
+    tokens: dict[str, str],
+    make_stack: Callable[..., Stack],
+) -> None:
+    # The job's image is cached after admission, so its attempt is a cache hit that gives
+    # its unused PixelLab permit back as its very last write; that write stalls on the
+    # worker's link while the worker is told to stop, again and again. Before: the shutdown
+    # did not wait for it (the attempt had already left the runner's table) and closed the
+    # clients under it, and then the loop with it still pending ("Task was destroyed but it
+    # is pending", and a socket closed by the garbage collector in a later test).
+    from backend.cache import CachedImage
+    from backend.cache.redis_l1 import RedisL1
+    from mocks.png import sprite_png
+
+    api = make_stack(make_settings(), worker=False)
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+        job_id = await submit(http, tokens["alice"], "a cached cobra")
+        stored = await admin_view(redis, job_id)
+        image = CachedImage.new(
+            stored["cache_key"], sprite_png(64, 64, b"cobra"), width=64, height=64, request={}
+        )
+        await RedisL1(redis, ttl_s=60).put(image)
+        with SlowLink(redis_server.port, 0.0) as link:
+            link.hold(script_sha("releasePermit"))
+            worker = make_stack(make_settings(redis_url=link.url), worker=True)
+            done = await wait_for_status(http, job_id, tokens["alice"], FINAL, timeout_s=10)
+            assert await asyncio.to_thread(link.holding.wait, 10), "no permit release was held"
+            stopping = asyncio.create_task(asyncio.to_thread(worker.stop_worker))
+            await asyncio.sleep(1.2)  # the worker is told to stop every 0.5 s meanwhile
+            waited = not stopping.done()  # the shutdown is still waiting for the write
+            link.release()
+            await asyncio.wait_for(stopping, 20)
+    assert done["status"] == "completed", done
+    assert waited, "the worker closed its clients under its last write"
+    assert await redis.zcard(keys.PERMITS) == 0  # given back, not left to lapse

@@ -60,3 +60,20 @@ async def test_renewal_keeps_open_streams_counted(redis: aioredis.Redis) -> None
     await holder.release(lease)
     await holder.renew()  # a released lease is not brought back
     await other.acquire("alice")
+
+
+async def test_a_stopping_process_gives_its_slots_back_at_once(redis: aioredis.Redis) -> None:
+    # A deploy: the old API process stops with streams open. Before, their slots stayed
+    # taken until the leases lapsed (a minute), and a stream winding up after the stop
+    # released its slot over a client the app had already closed.
+    stopping, other = StreamSlots(redis, limit=2), StreamSlots(redis, limit=2)
+    await stopping.start()
+    late = await stopping.acquire("alice")
+    await stopping.acquire("alice")
+    await other.acquire("bob")
+    await stopping.stop()
+    assert await other.count("alice") == 0 and stopping.held == 0
+    assert await other.count("bob") == 1  # another process's slots are left alone
+    await stopping.release(late)  # a stream ending after the stop: nothing left to do
+    await other.acquire("alice")
+    await other.acquire("alice")
