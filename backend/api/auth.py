@@ -2,7 +2,8 @@
 
 Every failed look-up is counted (``spritequeue_auth_failures_total``) and, past an
 allowance per client address per minute, slowed and answered ``429``
-(``backend.store.auth_failures``). A valid token costs one Redis round trip, nothing more.
+(``backend.store.auth_failures``). A valid token costs one Redis round trip, nothing more,
+and a route about one job reads the job in that same round trip (``principal_and_read``).
 """
 
 from __future__ import annotations
@@ -23,17 +24,25 @@ log = structlog.get_logger(__name__)
 async def principal(request: Request) -> Principal:
     """The caller; raises Unauthorized (401) without a valid ``Authorization: Bearer`` token,
     or TooManyAuthFailures (429) when its address has failed too often this minute."""
+    found, _ = await principal_and_read(request, None)
+    return found
+
+
+async def principal_and_read(
+    request: Request, hash_key: str | None
+) -> tuple[Principal, dict[bytes, bytes]]:
+    """``principal``, and the fields of the hash ``hash_key`` from the same round trip."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         AUTH_FAILURES.labels(reason="missing").inc()
         raise Unauthorized("missing bearer token")
     tokens: TokenStore = request.app.state.tokens
-    found = await tokens.resolve(token.strip())
+    found, read = await tokens.resolve_and_read(token.strip(), hash_key)
     if found is None:
         await _failed(request)
         raise Unauthorized("invalid token")
     structlog.contextvars.bind_contextvars(user_id=found.user)
-    return found
+    return found, read
 
 
 async def _failed(request: Request) -> None:

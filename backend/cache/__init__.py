@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.cache.base import CachedImage, CacheError, CacheLayer, EntryTooLarge
+from backend.cache.base import CachedImage, CacheError, CacheLayer, EntryTooLarge, ImageInfo
 from backend.cache.firestore_l2 import FirestoreL2, create_firestore_client
 from backend.cache.redis_l1 import RedisL1
 from backend.cache.tiered import TieredCache
@@ -13,6 +13,7 @@ __all__ = [
     "CachedImage",
     "EntryTooLarge",
     "FirestoreL2",
+    "ImageInfo",
     "RedisL1",
     "TieredCache",
     "create_firestore_client",

@@ -28,6 +28,19 @@ class EntryTooLarge(CacheError):
 
 
 @dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """An entry without its image: what a cache-hit submission answers with."""
+
+    key: str
+    width: int
+    height: int
+    sha256: str
+    size: int
+    hit_count: int
+    content_type: str = CONTENT_TYPE_PNG
+
+
+@dataclass(frozen=True, slots=True)
 class CachedImage:
     """One generated sprite with its request and usage counters.
 
@@ -73,6 +86,17 @@ class CachedImage:
             last_accessed_at=created,
         )
 
+    def info(self) -> ImageInfo:
+        return ImageInfo(
+            key=self.key,
+            width=self.width,
+            height=self.height,
+            sha256=self.sha256,
+            size=self.size,
+            hit_count=self.hit_count,
+            content_type=self.content_type,
+        )
+
     def hit(self, now: float) -> CachedImage:
         """This entry as it reads after one more hit at ``now``."""
         return replace(self, hit_count=self.hit_count + 1, last_accessed_at=now)
@@ -90,6 +114,10 @@ class CacheLayer(Protocol):
 
     async def get(self, key: str) -> CachedImage | None:
         """The entry, or ``None``; a hit atomically counts itself and stamps its access time."""
+        ...
+
+    async def describe(self, key: str) -> ImageInfo | None:
+        """``get`` without the image (a layer may then leave the PNG where it is)."""
         ...
 
     async def put(self, image: CachedImage) -> None:

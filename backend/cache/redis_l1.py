@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from backend.cache.base import CachedImage, CacheError
+from backend.cache.base import CachedImage, CacheError, ImageInfo
 from backend.store import keys
 
-# A hash that lost its entry between the read and the counter update of a hit (see ``get``)
-# holds only counters; it needs no more than a short life before it disappears on its own.
-_ORPHAN_TTL_S = 60
-
 _PNG = b"png"
+
+# A hit: count it and read the entry in one step (a miss writes nothing). ARGV[2] "1" reads
+# the PNG too; otherwise only the small fields leave Redis.
+_HIT = """
+if redis.call("HEXISTS", KEYS[1], "png") == 0 then
+  return false
+end
+redis.call("HINCRBY", KEYS[1], "hit_count", 1)
+redis.call("HSET", KEYS[1], "last_accessed_at", ARGV[1])
+local all = redis.call("HGETALL", KEYS[1])
+if ARGV[2] == "1" then
+  return all
+end
+local small = {}
+for i = 1, #all, 2 do
+  if all[i] ~= "png" then
+    small[#small + 1] = all[i]
+    small[#small + 1] = all[i + 1]
+  end
+end
+return small
+"""
 
 
 class RedisL1:
@@ -27,30 +44,46 @@ class RedisL1:
     def __init__(self, redis: aioredis.Redis, *, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._hit_script = redis.register_script(_HIT)
 
     async def get(self, key: str) -> CachedImage | None:
         """The entry with its hit counted, or ``None``; raises ``CacheError``.
 
-        A miss is a single HGETALL and writes nothing. A hit then bumps ``hit_count`` and
-        ``last_accessed_at`` in one MULTI, so concurrent hits are all counted. If the entry
-        expires between the two round trips, the MULTI creates a hash with only the counters:
-        ``EXPIRE … NX`` gives it a short life and, having no PNG, it reads as a miss and the
-        next ``put`` overwrites it. Avoiding that race would need WATCH retries or a script.
+        One round trip (``_HIT``): a miss writes nothing, a hit bumps ``hit_count`` and
+        ``last_accessed_at`` in the same step, so concurrent hits are all counted.
         """
-        name = keys.cache(key)
+        fields = await self._hit(key, with_png=True)
+        return None if fields is None else _decode(key, fields)
+
+    async def describe(self, key: str) -> ImageInfo | None:
+        """``get`` without moving the PNG: a cache-hit submission only needs to know it is
+        there (its size, digest, dimensions), and the result route reads the image later."""
+        fields = await self._hit(key, with_png=False)
+        if fields is None:
+            return None
         try:
-            fields: dict[bytes, bytes] = await self._redis.hgetall(name)  # type: ignore[misc]
-            if _PNG not in fields:
-                return None
-            now = time.time()
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hincrby(name, "hit_count", 1)
-                pipe.hset(name, "last_accessed_at", repr(now))
-                pipe.expire(name, _ORPHAN_TTL_S, nx=True)
-                hit_count, _, _ = await pipe.execute()
+            return ImageInfo(
+                key=key,
+                width=int(fields[b"width"]),
+                height=int(fields[b"height"]),
+                sha256=fields[b"sha256"].decode(),
+                size=int(fields[b"size"]),
+                hit_count=int(fields[b"hit_count"]),
+                content_type=fields[b"content_type"].decode(),
+            )
+        except (KeyError, ValueError) as exc:
+            raise CacheError(f"L1 entry {key} is malformed: {exc!r}") from exc
+
+    async def _hit(self, key: str, *, with_png: bool) -> dict[bytes, bytes] | None:
+        try:
+            flat = await self._hit_script(
+                keys=[keys.cache(key)], args=[repr(time.time()), "1" if with_png else ""]
+            )
         except (RedisError, OSError) as exc:
             raise CacheError(f"L1 get failed: {exc}") from exc
-        return replace(_decode(key, fields), hit_count=int(hit_count), last_accessed_at=now)
+        if not flat:
+            return None
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
     async def put(self, image: CachedImage) -> None:
         """Store ``image`` for ``ttl_s`` (less if it expires sooner); raises ``CacheError``."""

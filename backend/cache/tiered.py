@@ -6,7 +6,7 @@ import asyncio
 
 import structlog
 
-from backend.cache.base import CachedImage, CacheError, CacheLayer, EntryTooLarge
+from backend.cache.base import CachedImage, CacheError, CacheLayer, EntryTooLarge, ImageInfo
 from backend.metrics import CACHE_LOOKUPS, CACHE_WRITES
 
 logger = structlog.get_logger(__name__)
@@ -54,6 +54,26 @@ class TieredCache:
             # The refill carries L2's counters, so L1 goes on counting from where L2 was.
             await self._put(self._l1, image)
         return image
+
+    async def describe(self, key: str) -> ImageInfo | None:
+        """``get`` without the image, for a cache-hit submission: from L1 the PNG does not
+        leave Redis (one round trip); an L2 hit refills L1 as ``get`` does."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                info = await self._l1.describe(key)
+        except (CacheError, TimeoutError) as exc:
+            self._log_failure(self._l1, "get", key, exc)
+            CACHE_LOOKUPS.labels(self._l1.name, "error").inc()
+            info = None
+        else:
+            CACHE_LOOKUPS.labels(self._l1.name, "miss" if info is None else "hit").inc()
+        if info is not None or self._l2 is None:
+            return info
+        image = await self._get(self._l2, key)
+        if image is None:
+            return None
+        await self._put(self._l1, image)
+        return image.info()
 
     async def put(self, image: CachedImage) -> bool:
         """Write ``image`` to every layer concurrently; failures are logged and skipped.

@@ -14,7 +14,7 @@ import structlog
 from arq.jobs import serialize_job
 
 from backend import metrics
-from backend.cache import CachedImage
+from backend.cache import CachedImage, ImageInfo
 from backend.config import Settings
 from backend.errors import NotFound, QueueFull, QuotaExceeded, RateLimited, UserLimit
 from backend.models import JobRecord, JobStatus, JobView, ResultInfo, SpriteRequest, Stage
@@ -36,7 +36,7 @@ class Submission:
     created: bool  # False when deduplicated
 
 
-def result_info(job_id: str, image: CachedImage) -> ResultInfo:
+def result_info(job_id: str, image: CachedImage | ImageInfo) -> ResultInfo:
     return ResultInfo(
         url=f"/v1/jobs/{job_id}/result",
         width=image.width,
@@ -100,7 +100,7 @@ class Producer:
             if view is not None and view.status not in (JobStatus.CANCELLED, JobStatus.FAILED):
                 metrics.JOBS_SUBMITTED.labels("deduplicated").inc()
                 return Submission(view, created=False)
-        image = await self._res.cache.get(record.cache_key)
+        image = await self._res.cache.describe(record.cache_key)  # the PNG stays in Redis
         if image is not None:
             return Submission(await self._record_cache_hit(record, image), created=True)
         await self._res.jobs.count_cache_miss()
@@ -162,7 +162,7 @@ class Producer:
         log.info("job_enqueued", job_id=record.job_id, position=admission.position, cache="miss")
         return Submission(placed.view(), created=True)
 
-    async def _record_cache_hit(self, record: JobRecord, image: CachedImage) -> JobView:
+    async def _record_cache_hit(self, record: JobRecord, image: ImageInfo) -> JobView:
         now = time.time()
         done = record.finished_as(
             JobStatus.COMPLETED,

@@ -116,24 +116,44 @@ class TokenStore:
 
     async def resolve(self, token: str) -> Principal | None:
         """Who holds ``token``; None when it is unknown, revoked or expired."""
-        if self._bootstrap is not None and hmac.compare_digest(
+        found, _ = await self.resolve_and_read(token, None)
+        return found
+
+    async def resolve_and_read(
+        self, token: str, hash_key: str | None
+    ) -> tuple[Principal | None, dict[bytes, bytes]]:
+        """``resolve``, and the fields of the hash ``hash_key`` read in the same round trip.
+
+        A job's status, events and result routes need the caller and the job: one round
+        trip for both, and the caller is still checked against Redis on every request, so
+        a revoked token is refused at once (no per-process cache to wait out).
+        """
+        bootstrap = self._bootstrap is not None and hmac.compare_digest(
             token.encode(), self._bootstrap.get_secret_value().encode()
-        ):
-            return Principal(BOOTSTRAP_ADMIN, admin=True)
+        )
+        if bootstrap and hash_key is None:
+            return Principal(BOOTSTRAP_ADMIN, admin=True), {}
         digest = token_hash(token)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.token(digest), ["id", "user", "admin", "expires_at"])
-            pipe.hget(keys.TOKENS_LAST_USED, digest)
-            (token_id, user, admin, expires_at), last_used = await pipe.execute()
+            if not bootstrap:
+                pipe.hmget(keys.token(digest), ["id", "user", "admin", "expires_at"])
+                pipe.hget(keys.TOKENS_LAST_USED, digest)
+            if hash_key is not None:
+                pipe.hgetall(hash_key)
+            replies = await pipe.execute()
+        read: dict[bytes, bytes] = replies.pop() if hash_key is not None else {}
+        if bootstrap:
+            return Principal(BOOTSTRAP_ADMIN, admin=True), read
+        (token_id, user, admin, expires_at), last_used = replies
         now = time.time()
         if user is None or (expires_at is not None and float(expires_at) <= now):
-            return None
+            return None, {}
         stale = last_used is None or now - float(last_used) >= LAST_USED_EVERY_S
         if token_id is not None and stale:
             # At most one write a minute per token, kept out of the record: a write racing a
             # revoke must not bring a deleted record back (the revoke drops this entry too).
             await self._redis.hset(keys.TOKENS_LAST_USED, digest, str(now))  # type: ignore[misc]
-        return Principal(user.decode(), admin=admin == b"1")
+        return Principal(user.decode(), admin=admin == b"1"), read
 
     async def list_tokens(self, *, user: str | None = None) -> list[TokenInfo]:
         """Every live token (or one user's), oldest first; index entries of gone ones dropped."""

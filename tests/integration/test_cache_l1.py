@@ -131,12 +131,31 @@ async def test_an_expired_entry_is_not_stored(l1: RedisL1, redis: aioredis.Redis
 
 
 async def test_a_hash_without_png_reads_as_a_miss(l1: RedisL1, redis: aioredis.Redis) -> None:
-    # What the documented race in ``get`` can leave behind: counters without an entry.
+    # What a two-step hit (read, then count) once left behind when the entry expired between
+    # the steps: counters without an entry. A hit is one script now; a stray hash still reads
+    # as a miss and is not counted.
     key = hashlib.sha256(b"orphan").hexdigest()
     await redis.hset(keys.cache(key), mapping={"hit_count": 3, "last_accessed_at": "1.0"})
 
     assert await l1.get(key) is None
     assert await redis.hget(keys.cache(key), "hit_count") == b"3"
+
+
+async def test_describe_counts_the_hit_and_leaves_the_png_in_redis(
+    l1: RedisL1, redis: aioredis.Redis
+) -> None:
+    image = make_image()
+    await l1.put(image)
+
+    info = await l1.describe(image.key)
+    full = await l1.get(image.key)
+
+    assert info == image.info().__class__(
+        key=image.key, width=image.width, height=image.height, sha256=image.sha256,
+        size=image.size, hit_count=1, content_type=image.content_type,
+    )  # fmt: skip
+    assert full is not None and full.png == image.png and full.hit_count == 2
+    assert await l1.describe(hashlib.sha256(b"absent").hexdigest()) is None
 
 
 async def test_a_malformed_entry_raises_cache_error(l1: RedisL1, redis: aioredis.Redis) -> None:

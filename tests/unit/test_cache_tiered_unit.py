@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from backend.cache import CachedImage, CacheError, CacheLayer, EntryTooLarge, TieredCache
+from backend.cache import CachedImage, CacheError, CacheLayer, EntryTooLarge, ImageInfo, TieredCache
 
 PNG = b"\x89PNG\r\n\x1a\nfake"
 
@@ -42,6 +42,10 @@ class FakeLayer:
             return None
         self.entries[key] = image.hit(time.time())
         return self.entries[key]
+
+    async def describe(self, key: str) -> ImageInfo | None:
+        image = await self.get(key)
+        return None if image is None else image.info()
 
     async def put(self, image: CachedImage) -> None:
         await self._enter("put")

@@ -14,8 +14,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from backend import metrics
-from backend.api.auth import principal
-from backend.api.ownership import owned_record
+from backend.api.ownership import caller_and_job
 from backend.errors import InvalidRequest
 from backend.progress.events import StreamId, parse_optional
 from backend.progress.feed import ProgressFeed
@@ -89,8 +88,7 @@ class _ProgressResponse(EventSourceResponse):
 
 
 async def job_events(request: Request) -> Response:
-    who = await principal(request)
-    record = await owned_record(request, who)
+    who, record = await caller_and_job(request)
     structlog.contextvars.bind_contextvars(job_id=record.job_id)
     after = _resume_point(request)
     if request.method == "HEAD":  # headers only, like sse-starlette's HEAD: nothing to hold

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from backend import metrics
 from backend.api.auth import principal
 from backend.api.body import read_json, validate
-from backend.api.ownership import owned_record
+from backend.api.ownership import caller_and_job
 from backend.api.params import int_param
 from backend.config import Settings
 from backend.errors import (
@@ -86,8 +86,7 @@ def poll_interval_s(view: JobView) -> float:
 
 
 async def status(request: Request) -> Response:
-    who = await principal(request)
-    record = await owned_record(request, who)
+    _, record = await caller_and_job(request)
     view = record.view()  # a queued job's record holds its current place (limits.positions)
     body = view.model_dump_json()
     etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
@@ -99,8 +98,7 @@ async def status(request: Request) -> Response:
 
 
 async def result(request: Request) -> Response:
-    who = await principal(request)
-    record = await owned_record(request, who)
+    _, record = await caller_and_job(request)
     if record.status is not JobStatus.COMPLETED:
         raise NotReady(f"the job is {record.status.value}; no sprite yet")
     resources: Resources = request.app.state.resources
@@ -122,8 +120,7 @@ async def cancel(request: Request) -> Response:
     record as read): a job started meanwhile is still cancelled and its call aborted, and
     nothing the worker wrote since the read is rolled back (the write is retried on a
     fresh read instead)."""
-    who = await principal(request)
-    record = await owned_record(request, who)
+    _, record = await caller_and_job(request)
     resources: Resources = request.app.state.resources
     for _ in range(CANCEL_TRIES):
         done = record.finished_as(JobStatus.CANCELLED, at=time.time())
