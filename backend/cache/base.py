@@ -31,6 +31,9 @@ class EntryTooLarge(CacheError):
 class CachedImage:
     """One generated sprite with its request and usage counters.
 
+    A multi-frame result is one entry: ``png`` is a horizontal sprite sheet of ``frames``
+    equally wide frames (``backend.sprites``); ``width`` and ``height`` are the sheet's.
+
     ``expires_at`` is when the entry leaves the layer it was read from (``None``: not yet
     stored). ``png`` is left out of ``repr`` so an image never ends up in a log line.
     """
@@ -47,6 +50,11 @@ class CachedImage:
     hit_count: int = 0
     expires_at: float | None = None
     content_type: str = CONTENT_TYPE_PNG
+    frames: int = 1
+
+    @property
+    def frame_width(self) -> int:
+        return self.width // self.frames
 
     @classmethod
     def new(
@@ -58,6 +66,7 @@ class CachedImage:
         height: int,
         request: dict[str, Any],
         now: float | None = None,
+        frames: int = 1,
     ) -> CachedImage:
         """A fresh entry for ``png``, with its digest and size filled in and no hits yet."""
         created = time.time() if now is None else now
@@ -71,6 +80,7 @@ class CachedImage:
             request=request,
             created_at=created,
             last_accessed_at=created,
+            frames=frames,
         )
 
     def hit(self, now: float) -> CachedImage:

@@ -89,6 +89,7 @@ def _encode(image: CachedImage, expires_at: float) -> dict[str, bytes | str | in
         "last_accessed_at": repr(image.last_accessed_at),
         "hit_count": image.hit_count,
         "expires_at": repr(expires_at),
+        "frames": image.frames,
     }
 
 
@@ -111,6 +112,7 @@ def _decode(key: str, fields: dict[bytes, bytes]) -> CachedImage:
             last_accessed_at=float(text["last_accessed_at"]),
             hit_count=int(text["hit_count"]),
             expires_at=float(text["expires_at"]),
+            frames=int(text.get("frames", "1")),  # entries from before frames: one
         )
     except (KeyError, ValueError) as exc:  # UnicodeDecodeError and JSON errors are ValueErrors
         raise CacheError(f"L1 entry {key} is malformed: {exc!r}") from exc
