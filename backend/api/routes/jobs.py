@@ -141,7 +141,8 @@ async def result(request: Request) -> Response:
         source = body if frame is not None else image.png
         body = sprites.gif(source, 1 if frame is not None else image.frames)
         media_type, variant = "image/gif", variant + "-gif"
-    headers = {"ETag": f'"{image.sha256}{variant}"', "Cache-Control": "private, max-age=86400"}
+    tag = hashlib.sha256((image.sha256 + variant).encode()).hexdigest() if variant else image.sha256
+    headers = {"ETag": f'"{tag}"', "Cache-Control": "private, max-age=86400"}
     return Response(body, media_type=media_type, headers=headers)
 
 
