@@ -115,14 +115,9 @@ Frames4 = Annotated[list[ImageInput | None], Field(max_length=4)]
 Frames3 = Annotated[list[ImageInput | None], Field(max_length=3)]
 
 
-class BitforgeRequest(GenerationRequest):
-    """``operation: bitforge``: an image in the style of ``style_image``; sides up to 200."""
+class _Styled(GenerationRequest):
+    """The style fields bitforge and inpaint share with pixflux, plus oblique projection."""
 
-    operation: Literal["bitforge"]
-    description: Text
-    image_size: BitforgeSize
-    text_guidance_scale: Guidance = 8.0
-    style_strength: Annotated[int, Field(ge=0, le=100, strict=True)] = 0
     outline: Outline | None = None
     shading: Shading | None = None
     detail: Detail | None = None
@@ -131,16 +126,26 @@ class BitforgeRequest(GenerationRequest):
     isometric: Strict = False
     oblique_projection: Strict = False
     no_background: Strict = False
-    coverage_percentage: Annotated[float, Field(ge=0, le=100)] | None = None
     init_image: ImageInput | None = None
     init_image_strength: Strength = 300
+    color_image: ImageInput | None = None
+    seed: Seed | None = None
+
+
+class BitforgeRequest(_Styled):
+    """``operation: bitforge``: an image in the style of ``style_image``; sides up to 200."""
+
+    operation: Literal["bitforge"]
+    description: Text
+    image_size: BitforgeSize
+    text_guidance_scale: Guidance = 8.0
+    style_strength: Annotated[int, Field(ge=0, le=100, strict=True)] = 0
+    coverage_percentage: Annotated[float, Field(ge=0, le=100)] | None = None
     style_image: ImageInput | None = None
     inpainting_image: ImageInput | None = None
     mask_image: ImageInput | None = None
-    color_image: ImageInput | None = None
     skeleton_guidance_scale: Annotated[float, Field(ge=0, le=5)] = 1.0
     skeleton_keypoints: Points | None = None
-    seed: Seed | None = None
 
 
 class RotateRequest(GenerationRequest):
@@ -214,7 +219,7 @@ class AnimateWithSkeletonRequest(GenerationRequest):
     seed: Seed | None = None
 
 
-class InpaintRequest(GenerationRequest):
+class InpaintRequest(_Styled):
     """``operation: inpaint``: redraw the white part of ``mask_image`` in ``inpainting_image``."""
 
     operation: Literal["inpaint"]
@@ -223,18 +228,6 @@ class InpaintRequest(GenerationRequest):
     inpainting_image: ImageInput
     mask_image: ImageInput
     text_guidance_scale: Annotated[float, Field(ge=1, le=10)] = 3.0
-    outline: Outline | None = None
-    shading: Shading | None = None
-    detail: Detail | None = None
-    view: View | None = None
-    direction: Direction | None = None
-    isometric: Strict = False
-    oblique_projection: Strict = False
-    no_background: Strict = False
-    init_image: ImageInput | None = None
-    init_image_strength: Strength = 300
-    color_image: ImageInput | None = None
-    seed: Seed | None = None
 
 
 JobRequest = (

@@ -53,9 +53,14 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        details = field_errors(exc)
-        first = details[0]
-        raise InvalidRequest(f"{first['field']}: {first['reason']}", details=details) from exc
+        raise invalid_request(exc) from exc
+
+
+def invalid_request(exc: ValidationError) -> InvalidRequest:
+    """A 422 naming each bad field of ``exc`` and why."""
+    details = field_errors(exc)
+    first = details[0]
+    return InvalidRequest(f"{first['field']}: {first['reason']}", details=details)
 
 
 def carries_images(data: Any) -> bool:

@@ -156,20 +156,6 @@ class GeneratedImage:
     usage_usd: float | None = None
     usage_generations: int | None = None
 
-    @classmethod
-    def from_response(cls, response: GenerateImageResponse) -> GeneratedImage:
-        """Decode and verify the image; raises ``ValueError`` if it is not a sound PNG."""
-        png = response.image.decode()
-        width, height = png_size(png)
-        usage = response.usage
-        return cls(
-            png=png,
-            width=width,
-            height=height,
-            usage_usd=usage.usd if isinstance(usage, UsdUsage) else None,
-            usage_generations=usage.generations if isinstance(usage, GenerationsUsage) else None,
-        )
-
 
 def png_size(data: bytes) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk; raises ``ValueError`` if it is not a PNG.

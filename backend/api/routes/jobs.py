@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from backend import metrics, operations, sprites
 from backend.api.auth import principal
-from backend.api.body import carries_images, field_errors, parse_json, read_body
+from backend.api.body import carries_images, invalid_request, parse_json, read_body
 from backend.api.ownership import owned_record
 from backend.api.params import int_param
 from backend.config import Settings
@@ -83,9 +83,7 @@ async def _read_submission(request: Request, settings: Settings) -> GenerationRe
     try:
         return operations.parse(data)
     except ValidationError as exc:
-        details = field_errors(exc)
-        first = details[0]
-        raise InvalidRequest(f"{first['field']}: {first['reason']}", details=details) from exc
+        raise invalid_request(exc) from exc
 
 
 def _check_timeout(timeout_s: float | None, settings: Settings) -> None:
