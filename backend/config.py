@@ -81,6 +81,12 @@ class LimitSettings(BaseModel):
     dedup_window_s: float = Field(10, gt=0)
     warning_at: int = Field(400, ge=1)
     max_body_bytes: int = 64 * 1024
+    max_image_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest `POST /v1/jobs` body that carries input images (base64 PNGs); "
+        "a body without images keeps the `max_body_bytes` limit. Larger bodies are `413`.",
+    )
     max_sse_per_user: int = Field(10, ge=1)
     submits_per_minute: int = Field(
         60,

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backend.errors import ErrorType
+from backend.inputs import ImageInput
 
 _WHITESPACE = re.compile(r"\s+")
 # Control characters a prompt may not carry: all but tab and newline (CR only as CRLF).
@@ -80,8 +81,9 @@ class ImageSize(BaseModel):
         return self
 
 
-class SpriteRequest(BaseModel):
-    """A generation request: PixelLab's pixflux fields with its limits, plus ``timeout_s``.
+class GenerationRequest(BaseModel):
+    """What every operation's request shares: strict shapes, text and enum normalization, and
+    our own ``timeout_s``.
 
     Validators normalize as they validate (whitespace collapsed, enums lower-cased), so a
     validated request is already in canonical shape; ``backend.normalize`` serialises it.
@@ -89,21 +91,10 @@ class SpriteRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    description: Annotated[str, Field(min_length=1, max_length=2000)]
-    image_size: ImageSize
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)] | None = None
-    outline: Outline | None = None
-    shading: Shading | None = None
-    detail: Detail | None = None
-    view: View | None = None
-    direction: Direction | None = None
-    isometric: Annotated[bool, Field(strict=True)] = False
-    no_background: Annotated[bool, Field(strict=True)] = False
-    text_guidance_scale: Annotated[float, Field(ge=1, le=20)] = 8.0
     # Ours, not PixelLab's: per-job timeout, at most the configured maximum. Not part of the key.
     timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
-    @field_validator("description", mode="before")
+    @field_validator("description", "action", mode="before", check_fields=False)
     @classmethod
     def _collapse(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -115,10 +106,38 @@ class SpriteRequest(BaseModel):
             )
         return collapse_whitespace(_INVISIBLE.sub("", value))
 
-    @field_validator("outline", "shading", "detail", "view", "direction", mode="before")
+    @field_validator(
+        "outline", "shading", "detail", "view", "direction", "from_view", "to_view",
+        "from_direction", "to_direction", mode="before", check_fields=False,
+    )  # fmt: skip
     @classmethod
     def _lower_enum(cls, value: Any) -> Any:
         return collapse_whitespace(value).lower() if isinstance(value, str) else value
+
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)]
+Strict = Annotated[bool, Field(strict=True)]
+Strength = Annotated[int, Field(ge=1, le=999, strict=True)]
+
+
+class SpriteRequest(GenerationRequest):
+    """``operation: pixflux`` (the default): PixelLab's pixflux fields with its limits."""
+
+    operation: Literal["pixflux"] = "pixflux"
+    description: Annotated[str, Field(min_length=1, max_length=2000)]
+    image_size: ImageSize
+    seed: Seed | None = None
+    outline: Outline | None = None
+    shading: Shading | None = None
+    detail: Detail | None = None
+    view: View | None = None
+    direction: Direction | None = None
+    isometric: Strict = False
+    no_background: Strict = False
+    text_guidance_scale: Annotated[float, Field(ge=1, le=20)] = 8.0
+    init_image: ImageInput | None = None
+    init_image_strength: Strength = 300
+    color_image: ImageInput | None = None
 
 
 class JobStatus(StrEnum):
@@ -169,13 +188,29 @@ class Attempt(BaseModel):
     error: ErrorInfo | None = None
 
 
+class FrameSize(BaseModel):
+    width: int
+    height: int
+
+
 class ResultInfo(BaseModel):
+    """The finished sprite: ``url`` serves the PNG (a horizontal sheet when ``frames`` > 1),
+    ``width`` and ``height`` are the sheet's, ``frame_size`` one frame's."""
+
     url: str
     width: int
     height: int
     content_type: str = "image/png"
     sha256: str
     size: int
+    frames: int = Field(1, description="Frames in the sheet, left to right (1: a still image).")
+    frame_size: FrameSize | None = None
+
+    @model_validator(mode="after")
+    def _one_frame_by_default(self) -> ResultInfo:
+        if self.frame_size is None:  # records written before frames existed
+            self.frame_size = FrameSize(width=self.width // self.frames, height=self.height)
+        return self
 
 
 class JobView(BaseModel):
@@ -189,6 +224,8 @@ class JobView(BaseModel):
     status: JobStatus
     progress: int
     stage: Stage
+    operation: str = Field("pixflux", description="pixflux, bitforge, rotate, animate_with_text, "
+                           "animate_with_skeleton or inpaint")  # fmt: skip
     description: str | None = None  # the (normalized) prompt, so clients can label the job
     attempts: int = 0
     cached: bool = False
@@ -345,6 +382,7 @@ class JobRecord(BaseModel):
         queued = self.status is JobStatus.QUEUED
         return JobView(
             job_id=self.job_id,
+            operation=self.request.get("operation", "pixflux"),
             description=self.request.get("description"),
             status=self.status,
             progress=self.progress,

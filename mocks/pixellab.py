@@ -31,7 +31,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from mocks.contract import BITFORGE_MAX_SIDE, MAX_SIDE, GenerationRequest, parse_generation
+from mocks.contract import (
+    BITFORGE_MAX_SIDE,
+    IMAGE_OPERATIONS,
+    MAX_SIDE,
+    parse_generation,
+    parse_image_operation,
+)
 from mocks.png import sprite_png
 
 SCENARIOS = frozenset(
@@ -85,26 +91,41 @@ class _MockPixelLab:
         return None
 
     async def pixflux(self, request: Request) -> Response:
-        return await self._generate(request, MAX_SIDE, {"type": "usd", "usd": _COST_USD})
+        body = await request.body()
+        parsed = parse_generation(body, max_side=MAX_SIDE)
+        return await self._generate(request, body, parsed, {"type": "usd", "usd": _COST_USD})
 
     async def bitforge(self, request: Request) -> Response:
         # Bitforge answers with the other usage form, so clients meet both.
+        body = await request.body()
+        parsed = parse_generation(body, max_side=BITFORGE_MAX_SIDE)
         return await self._generate(
-            request, BITFORGE_MAX_SIDE, {"type": "generations", "generations": 1}
+            request, body, parsed, {"type": "generations", "generations": 1}
         )
 
-    async def _generate(self, request: Request, max_side: int, usage: dict[str, Any]) -> Response:
+    async def image_operation(self, request: Request) -> Response:
+        """rotate, inpaint and the two animations; markers are read from the description
+        (or the action); rotate and animate-with-skeleton have neither and follow the
+        server's scenario."""
+        body = await request.body()
+        parsed = parse_image_operation(body, request.url.path.rsplit("/", 1)[-1])
+        return await self._generate(request, body, parsed, {"type": "usd", "usd": _COST_USD})
+
+    async def _generate(
+        self, request: Request, body: bytes, parsed: Any, usage: dict[str, Any]
+    ) -> Response:
         if (denied := self._unauthorized(request)) is not None:
             return denied
-        body = await request.body()
-        parsed = parse_generation(body, max_side=max_side)
-        if not isinstance(parsed, GenerationRequest):
+        if isinstance(parsed, list):
             return JSONResponse({"detail": parsed}, status_code=422)
-        scenario = _marker(_SCENARIO_MARKER, parsed.description) or self.scenario
+        text = parsed.text
+        scenario = _marker(_SCENARIO_MARKER, text) or self.scenario
         if scenario not in SCENARIOS:
-            return _error(422, [_unknown_scenario(scenario, parsed.description)])
-        self.by_description[parsed.description] += 1
-        ledger = self.calls.setdefault(parsed.description, Counter())
+            return _error(422, [_unknown_scenario(scenario, text)])
+        # Calls without a prompt are counted under their path, e.g. "[rotate]".
+        prompt = text or f"[{request.url.path.rsplit('/', 1)[-1]}]"
+        self.by_description[prompt] += 1
+        ledger = self.calls.setdefault(prompt, Counter())
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -121,31 +142,35 @@ class _MockPixelLab:
     async def _answer(
         self,
         request: Request,
-        parsed: GenerationRequest,
+        parsed: Any,
         body: bytes,
         scenario: str,
         usage: dict[str, Any],
     ) -> Response:
-        description = parsed.description
+        description = parsed.text
+        counted = description or f"[{request.url.path.rsplit('/', 1)[-1]}]"
         latency = _marker(_LATENCY_MARKER, description)
         delay_s = (int(latency) if latency is not None else self.latency_ms) / 1000
         if delay_s > 0 and not await _sleep_while_connected(request, delay_s):
             return _error(499, "client went away")
         if (fail := _FAIL_MARKER.search(description)) is not None:
             status, times = int(fail.group(1)), int(fail.group(2))
-            if self.by_description[description] <= times:
+            if self.by_description[counted] <= times:
                 retry_after = _marker(_RETRY_AFTER_MARKER, description) or "1"
                 headers = {"Retry-After": retry_after} if status in (429, 503) else {}
-                return _error(status, f"mock-fail: call {self.by_description[description]}",
+                return _error(status, f"mock-fail: call {self.by_description[counted]}",
                               headers)  # fmt: skip
         if scenario == "success":
             self.spent_usd += _COST_USD
+            if parsed.frames > 1:
+                images = [_image(parsed, body + bytes([i])) for i in range(parsed.frames)]
+                return JSONResponse({"images": images, "usage": usage})
             return JSONResponse({"image": _image(parsed, body), "usage": usage})
         if scenario == "timeout":
             await _sleep_while_connected(request, _HANG_S)
             return _error(504, "mock timeout scenario: gave up after an hour")
         if scenario == "failure":
-            return _error(422, [_told_to_fail(parsed.description)])
+            return _error(422, [_told_to_fail(description)])
         status, detail, headers = _FAILURES[scenario]
         asked = _marker(_RETRY_AFTER_MARKER, description)
         if status == 429 and asked is not None:
@@ -230,7 +255,7 @@ def _told_to_fail(description: str) -> dict[str, Any]:
     }
 
 
-def _image(request: GenerationRequest, body: bytes) -> dict[str, str]:
+def _image(request: Any, body: bytes) -> dict[str, str]:
     # The raw body seeds the drawing: same bytes in, same PNG out.
     seed = hashlib.sha256(body).digest()
     size = request.image_size
@@ -264,6 +289,10 @@ def create_mock_app(
     routes = [
         Route("/generate-image-pixflux", mock.pixflux, methods=["POST"]),
         Route("/generate-image-bitforge", mock.bitforge, methods=["POST"]),
+        *(
+            Route(f"/{path}", mock.image_operation, methods=["POST"])
+            for path in IMAGE_OPERATIONS
+        ),
         Route("/balance", mock.balance, methods=["GET"]),
         Route("/_mock/stats", mock.stats, methods=["GET"]),
         Route("/_mock/reset", mock.reset, methods=["POST"]),

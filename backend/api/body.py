@@ -14,6 +14,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def read_json(request: Request, *, max_bytes: int) -> Any:
+    return parse_json(await read_body(request, max_bytes=max_bytes))
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """The raw body of an ``application/json`` request; raises 415 or 413."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType("the body must be application/json")
@@ -25,6 +30,11 @@ async def read_json(request: Request, *, max_bytes: int) -> Any:
         body += chunk
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> Any:
+    """Raises ``BadRequest`` (400) when ``body`` is not JSON."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: too deep
@@ -43,6 +53,20 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        details = field_errors(exc)
-        first = details[0]
-        raise InvalidRequest(f"{first['field']}: {first['reason']}", details=details) from exc
+        raise invalid_request(exc) from exc
+
+
+def invalid_request(exc: ValidationError) -> InvalidRequest:
+    """A 422 naming each bad field of ``exc`` and why."""
+    details = field_errors(exc)
+    first = details[0]
+    return InvalidRequest(f"{first['field']}: {first['reason']}", details=details)
+
+
+def carries_images(data: Any) -> bool:
+    """Whether a submission holds an inline image: a top-level field (or an item of a
+    top-level list) that is an object with a ``base64`` key."""
+    if not isinstance(data, dict):
+        return False
+    values = [v for value in data.values() for v in (value if isinstance(value, list) else [value])]
+    return any(isinstance(value, dict) and "base64" in value for value in values)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, RootModel, model_validator
 
 from backend.errors import ErrorType
 from backend.models import Attempt, ErrorBody, ErrorInfo, JobView, QueueView
+from backend.operations import JobRequest
 
 # These describe bodies that routes build as dicts. They exist for the OpenAPI document and
 # for the tests that validate real responses against it; a route changing its body without
 # changing its model here fails those tests.
+
+
+class JobRequestBody(RootModel[JobRequest]):
+    """``POST /v1/jobs``: the fields of one ``operation`` (absent: ``pixflux``)."""
 
 
 class JobList(BaseModel):

@@ -38,11 +38,19 @@ class ImageInfo:
     size: int
     hit_count: int
     content_type: str = CONTENT_TYPE_PNG
+    frames: int = 1
+
+    @property
+    def frame_width(self) -> int:
+        return self.width // self.frames
 
 
 @dataclass(frozen=True, slots=True)
 class CachedImage:
     """One generated sprite with its request and usage counters.
+
+    A multi-frame result is one entry: ``png`` is a horizontal sprite sheet of ``frames``
+    equally wide frames (``backend.sprites``); ``width`` and ``height`` are the sheet's.
 
     ``expires_at`` is when the entry leaves the layer it was read from (``None``: not yet
     stored). ``png`` is left out of ``repr`` so an image never ends up in a log line.
@@ -60,6 +68,11 @@ class CachedImage:
     hit_count: int = 0
     expires_at: float | None = None
     content_type: str = CONTENT_TYPE_PNG
+    frames: int = 1
+
+    @property
+    def frame_width(self) -> int:
+        return self.width // self.frames
 
     @classmethod
     def new(
@@ -71,6 +84,7 @@ class CachedImage:
         height: int,
         request: dict[str, Any],
         now: float | None = None,
+        frames: int = 1,
     ) -> CachedImage:
         """A fresh entry for ``png``, with its digest and size filled in and no hits yet."""
         created = time.time() if now is None else now
@@ -84,6 +98,7 @@ class CachedImage:
             request=request,
             created_at=created,
             last_accessed_at=created,
+            frames=frames,
         )
 
     def info(self) -> ImageInfo:
@@ -95,6 +110,7 @@ class CachedImage:
             size=self.size,
             hit_count=self.hit_count,
             content_type=self.content_type,
+            frames=self.frames,
         )
 
     def hit(self, now: float) -> CachedImage:

@@ -148,6 +148,7 @@ def _encode(image: CachedImage, expires_at: float) -> dict[str, Any]:
         "last_accessed_at": _timestamp(image.last_accessed_at),
         "hit_count": image.hit_count,
         "expires_at": _timestamp(expires_at),
+        "frames": image.frames,
     }
 
 
@@ -170,6 +171,7 @@ def _decode(key: str, data: dict[str, Any]) -> CachedImage:
             last_accessed_at=_epoch(data["last_accessed_at"]),
             hit_count=int(data.get("hit_count", 0)),
             expires_at=None if expires_at is None else _epoch(expires_at),
+            frames=int(data.get("frames", 1)),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise CacheError(f"L2 entry {key} is malformed: {exc!r}") from exc

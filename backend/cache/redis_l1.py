@@ -70,6 +70,7 @@ class RedisL1:
                 size=int(fields[b"size"]),
                 hit_count=int(fields[b"hit_count"]),
                 content_type=fields[b"content_type"].decode(),
+                frames=int(fields.get(b"frames", b"1")),
             )
         except (KeyError, ValueError) as exc:
             raise CacheError(f"L1 entry {key} is malformed: {exc!r}") from exc
@@ -122,6 +123,7 @@ def _encode(image: CachedImage, expires_at: float) -> dict[str, bytes | str | in
         "last_accessed_at": repr(image.last_accessed_at),
         "hit_count": image.hit_count,
         "expires_at": repr(expires_at),
+        "frames": image.frames,
     }
 
 
@@ -144,6 +146,7 @@ def _decode(key: str, fields: dict[bytes, bytes]) -> CachedImage:
             last_accessed_at=float(text["last_accessed_at"]),
             hit_count=int(text["hit_count"]),
             expires_at=float(text["expires_at"]),
+            frames=int(text.get("frames", "1")),  # entries from before frames: one
         )
     except (KeyError, ValueError) as exc:  # UnicodeDecodeError and JSON errors are ValueErrors
         raise CacheError(f"L1 entry {key} is malformed: {exc!r}") from exc

@@ -19,7 +19,13 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from backend.config import PixelLabSettings
 from backend.errors import ErrorType, UpstreamError
 from backend.metrics import PIXELLAB_DURATION, PIXELLAB_REQUESTS
-from backend.pixellab.schemas import BalanceResponse, GeneratedImage, GenerateImageResponse
+from backend.pixellab.schemas import (
+    BalanceResponse,
+    GeneratedFrames,
+    GeneratedImage,
+    GenerateImageResponse,
+    GenerateImagesResponse,
+)
 from backend.retry import classify_exception, classify_status, parse_retry_after
 
 PIXFLUX_PATH = "/generate-image-pixflux"
@@ -87,17 +93,32 @@ class PixelLabClient:
 
         ``timeout_s`` bounds the whole call. Raises ``UpstreamError`` on any failure.
         """
+        frames = await self.generate(PIXFLUX_PATH, fields, timeout_s=timeout_s)
+        return GeneratedImage(
+            png=frames.frames[0], width=frames.width, height=frames.height,
+            usage_usd=frames.usage_usd, usage_generations=frames.usage_generations,
+        )  # fmt: skip
+
+    async def generate(
+        self, path: str, body: dict[str, Any], *, timeout_s: float, animation: bool = False
+    ) -> GeneratedFrames:
+        """POST ``body`` to a generation ``path``; the frames of its answer (``images`` for
+        an ``animation``, else one ``image``). Raises ``UpstreamError`` on any failure."""
         started = time.perf_counter()
         outcome = ErrorType.INTERNAL.value
         try:
-            response = await self._send("POST", PIXFLUX_PATH, json=fields, timeout_s=timeout_s)
-            body = _parse(response, GenerateImageResponse)
+            response = await self._send("POST", path, json=body, timeout_s=timeout_s)
+            parsed: GenerateImageResponse | GenerateImagesResponse = (
+                _parse(response, GenerateImagesResponse)
+                if animation
+                else _parse(response, GenerateImageResponse)
+            )
             try:
-                image = GeneratedImage.from_response(body)
+                frames = GeneratedFrames.from_response(parsed)
             except ValueError as exc:
                 raise _malformed(response, str(exc)) from exc
             outcome = "ok"
-            return image
+            return frames
         except BaseException as exc:
             outcome = classify_exception(exc).value
             raise

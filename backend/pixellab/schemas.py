@@ -64,10 +64,7 @@ class GenerationsUsage(_Lenient):
 Usage = Annotated[UsdUsage | GenerationsUsage, Field(discriminator="type")]
 
 
-class GenerateImageResponse(_Lenient):
-    """The 200 body of ``/generate-image-pixflux`` (and bitforge)."""
-
-    image: Base64Image
+class _Paid(_Lenient):
     usage: Usage | None = None
 
     @field_validator("usage", mode="wrap")
@@ -78,6 +75,19 @@ class GenerateImageResponse(_Lenient):
             return handler(value)
         except ValidationError:
             return None
+
+
+class GenerateImageResponse(_Paid):
+    """The 200 body of the still-image calls (pixflux, bitforge, rotate, inpaint)."""
+
+    image: Base64Image
+
+
+class GenerateImagesResponse(_Paid):
+    """The 200 body of the animations (``/animate-with-text``, ``/animate-with-skeleton``):
+    one image per frame."""
+
+    images: Annotated[list[Base64Image], Field(min_length=1)]
 
 
 class UsdAmount(_Lenient):
@@ -104,6 +114,39 @@ class BalanceResponse(_Lenient):
 
 
 @dataclass(frozen=True, slots=True)
+class GeneratedFrames:
+    """Verified PNG frames from one call (one for still images), all the same size."""
+
+    frames: list[bytes] = field(repr=False)
+    width: int
+    height: int
+    usage_usd: float | None = None
+    usage_generations: int | None = None
+
+    @classmethod
+    def from_response(
+        cls, response: GenerateImageResponse | GenerateImagesResponse
+    ) -> GeneratedFrames:
+        """Decode and verify every frame; raises ``ValueError`` if one is not a sound PNG or
+        the frames differ in size."""
+        images = (
+            response.images if isinstance(response, GenerateImagesResponse) else [response.image]
+        )
+        frames = [image.decode() for image in images]
+        sizes = {png_size(frame) for frame in frames}
+        if len(sizes) != 1:
+            raise ValueError(f"the frames differ in size: {sorted(sizes)}")
+        (width, height), usage = sizes.pop(), response.usage
+        return cls(
+            frames=frames,
+            width=width,
+            height=height,
+            usage_usd=usage.usd if isinstance(usage, UsdUsage) else None,
+            usage_generations=usage.generations if isinstance(usage, GenerationsUsage) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class GeneratedImage:
     """A verified PNG from PixelLab and what it cost. The bytes stay out of ``repr``."""
 
@@ -112,20 +155,6 @@ class GeneratedImage:
     height: int
     usage_usd: float | None = None
     usage_generations: int | None = None
-
-    @classmethod
-    def from_response(cls, response: GenerateImageResponse) -> GeneratedImage:
-        """Decode and verify the image; raises ``ValueError`` if it is not a sound PNG."""
-        png = response.image.decode()
-        width, height = png_size(png)
-        usage = response.usage
-        return cls(
-            png=png,
-            width=width,
-            height=height,
-            usage_usd=usage.usd if isinstance(usage, UsdUsage) else None,
-            usage_generations=usage.generations if isinstance(usage, GenerationsUsage) else None,
-        )
 
 
 def png_size(data: bytes) -> tuple[int, int]:

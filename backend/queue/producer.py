@@ -17,8 +17,17 @@ from backend import metrics
 from backend.cache import CachedImage, ImageInfo
 from backend.config import Settings
 from backend.errors import NotFound, QueueFull, QuotaExceeded, RateLimited, UserLimit
-from backend.models import JobRecord, JobStatus, JobView, ResultInfo, SpriteRequest, Stage
+from backend.models import (
+    FrameSize,
+    GenerationRequest,
+    JobRecord,
+    JobStatus,
+    JobView,
+    ResultInfo,
+    Stage,
+)
 from backend.normalize import cache_key, canonical_fields
+from backend.queue.inputs import InputResolver
 from backend.queue.resources import Resources
 from backend.queue.serializer import serialize
 from backend.store.jobs import AdmitCode
@@ -44,6 +53,8 @@ def result_info(job_id: str, image: CachedImage | ImageInfo) -> ResultInfo:
         content_type=image.content_type,
         sha256=image.sha256,
         size=image.size,
+        frames=image.frames,
+        frame_size=FrameSize(width=image.frame_width, height=image.height),
     )
 
 
@@ -51,6 +62,7 @@ class Producer:
     def __init__(self, resources: Resources) -> None:
         self._res = resources
         self._settings: Settings = resources.settings
+        self._inputs = InputResolver(resources.jobs, resources.cache, resources.inputs)
         self._rate = SubmitRate(
             resources.scripts, per_minute=resources.settings.limits.submits_per_minute
         )
@@ -67,7 +79,9 @@ class Producer:
                 retry_after_s=check.retry_after_s,
             )
 
-    def new_record(self, user: str, request: SpriteRequest, request_id: str | None) -> JobRecord:
+    def new_record(
+        self, user: str, request: GenerationRequest, request_id: str | None
+    ) -> JobRecord:
         return JobRecord(
             job_id=uuid.uuid4().hex,
             user=user,
@@ -82,13 +96,15 @@ class Producer:
         )
 
     async def submit(
-        self, user: str, request: SpriteRequest, *, request_id: str | None = None
+        self, user: str, request: GenerationRequest, *, request_id: str | None = None
     ) -> Submission:
         """Answer from the cache, or admit and enqueue.
 
-        Raises RateLimited (before any look-up), QuotaExceeded, UserLimit or QueueFull.
+        Raises RateLimited (before any look-up), QuotaExceeded, UserLimit or QueueFull; for
+        input images, NotFound or InvalidRequest (``queue.inputs``).
         """
         await self.check_rate(user)
+        request = await self._inputs.resolve(request, user)
         record = self.new_record(user, request, request_id)
         # The dedup window comes first, so a resubmission within it is the same job even when
         # that job has finished and its result is already cached. The admit script checks

@@ -20,6 +20,7 @@ from backend.limits.upstream import Upstream
 from backend.store.connect import aclose_client, async_client
 from backend.store.durable import Durability
 from backend.store.eviction import check_eviction_policy
+from backend.store.inputs import QUEUE_EXPIRY_S, InputStore
 from backend.store.jobs import JobStore
 from backend.store.scripts import Scripts
 
@@ -51,6 +52,7 @@ class Resources:
     cache: TieredCache
     estimates: QueueEstimates
     upstream: Upstream
+    inputs: InputStore
     _closers: list[object] = field(default_factory=list)
 
     def position_announcer(self) -> PositionAnnouncer:
@@ -128,5 +130,6 @@ async def open_resources(settings: Settings) -> Resources:
             redis, settings.limits, max_concurrency=settings.pixellab.max_concurrency
         ),
         upstream=Upstream(redis, scripts, settings.pixellab),
+        inputs=InputStore(redis, ttl_s=settings.jobs.keep_finished_s + QUEUE_EXPIRY_S),
         _closers=closers,
     )

@@ -36,9 +36,11 @@ from backend.limits.estimates import QueueEstimates
 from backend.limits.upstream import CallOutcome, Permit, Upstream
 from backend.models import Attempt, ErrorInfo, JobRecord, JobStatus, Stage
 from backend.pixellab import PixelLabClient
+from backend.queue.generate import Generator
 from backend.queue.outcomes import Outcomes, close_attempt
 from backend.queue.producer import result_info
 from backend.store import keys
+from backend.store.inputs import InputStore
 from backend.store.jobs import Guard, JobStore, Written
 
 log = structlog.get_logger(__name__)
@@ -85,6 +87,8 @@ class JobRunner:
     # Called when a job found no call permit (busy or paused): the worker stops picking
     # jobs for a moment.
     on_no_permit: Callable[[Permit], None] = lambda permit: None
+    # Where the worker finds a job's input images (None: no job carries any).
+    inputs: InputStore | None = None
     # job id -> the attempt this worker runs; renewed by the worker's lease loop.
     attempts: dict[str, RunningAttempt] = field(default_factory=dict)
     # Every ``run`` until its last line, and every shielded write until it lands: what a
@@ -92,6 +96,7 @@ class JobRunner:
     _unfinished: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        self.generator = Generator(self.pixellab, self.inputs)
         self.outcomes = Outcomes(
             self.jobs, self.upstream, self.estimates, self.settings, self.throttle_max_wait_s
         )
@@ -318,9 +323,7 @@ class JobRunner:
         try:
             await self._progress(record, token, Stage.SUBMITTED, 10)
             try:
-                generated = await self.pixellab.generate_pixflux(
-                    record.request, timeout_s=record.timeout_s
-                )
+                image = await self.generator(record)
                 told = CallOutcome.OK
             except UpstreamError as exc:
                 if exc.error_type is ErrorType.INVALID_REQUEST:
@@ -333,13 +336,6 @@ class JobRunner:
                 if attempt is not None and attempt.permit:
                     attempt.permit = False
                     await self._settle(self.outcomes.release_quietly(token, told))
-            image = CachedImage.new(
-                record.cache_key,
-                generated.png,
-                width=generated.width,
-                height=generated.height,
-                request=record.request,
-            )
             # Cached before anything else: the call is paid for, and a fenced-out attempt's
             # image still serves the attempt that took over.
             await self._keep(image)

@@ -265,6 +265,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             worker_id=worker_id,
             throttle_max_wait_s=settings.pixellab.throttle_max_wait_s,
             on_no_permit=worker.wait_for_permit,
+            inputs=resources.inputs,
         )
         loops = WorkerLoops(
             resources, runner, max_jobs=settings.worker.max_jobs, worker_id=worker_id

@@ -104,3 +104,8 @@ def user_tokens(user: str) -> str:
 def auth_failures(address: str, minute: int) -> str:
     """counter of failed token look-ups from one client address in one minute."""
     return f"{PREFIX}auth-failures:{address}:{minute}"
+
+
+def input_image(sha256: str) -> str:
+    """An input image's PNG bytes, named by their SHA-256 (``store.inputs``)."""
+    return f"{PREFIX}input:{sha256}"

@@ -80,6 +80,10 @@ def job_lifecycle(rec: Recorder, alice: str, bob: str) -> None:
     unchanged = rec.call("GET", JOB, token=alice, job_id=job_id, headers={"If-None-Match": etag})
     assert unchanged.status_code == 304
     assert rec.call("GET", RESULT, token=alice, job_id=job_id).status_code == 200
+    gif = rec.call("GET", RESULT, token=alice, job_id=job_id, params={"format": "gif"})
+    assert gif.status_code == 200
+    no_frame = rec.call("GET", RESULT, token=alice, job_id=job_id, params={"frame": "1"})
+    assert no_frame.status_code == 422
     stream = rec.call("GET", EVENTS, token=alice, job_id=job_id)
     assert stream.status_code == 200
     last_id = [line[4:] for line in stream.text.splitlines() if line.startswith("id: ")][-1]
@@ -94,6 +98,9 @@ def job_lifecycle(rec: Recorder, alice: str, bob: str) -> None:
     assert rec.call("GET", JOBS, token=alice, params={"limit": "0"}).status_code == 422
     for method, path in (("GET", JOB), ("DELETE", JOB), ("GET", RESULT), ("GET", EVENTS)):
         assert rec.call(method, path, token=bob, job_id=job_id).status_code == 404, path
+    chained = {"operation": "rotate", "image_size": {"width": 64, "height": 64},
+               "from_image": {"type": "job", "job_id": job_id}}  # fmt: skip
+    assert rec.call("POST", JOBS, token=bob, json=chained).status_code == 404  # alice's job
 
 
 def submission_errors(rec: Recorder, alice: str) -> None:

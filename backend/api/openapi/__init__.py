@@ -36,15 +36,16 @@ from backend.api.schemas import (
     InvalidRequestBody,
     JobEvent,
     JobList,
+    JobRequestBody,
     Liveness,
     Readiness,
 )
 from backend.config import Settings
-from backend.models import ErrorBody, JobView, QueueView, SpriteRequest, UpstreamView
+from backend.models import ErrorBody, JobView, QueueView, UpstreamView
 
 # Request bodies are described as validated, responses as serialized.
 MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-    (SpriteRequest, "validation"),
+    (JobRequestBody, "validation"),
     (JobEvent, "validation"),  # validation mode: ``data`` is a JSON string on the wire
     (DlqRetryFilter, "validation"),
     *(

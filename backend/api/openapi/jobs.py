@@ -14,7 +14,7 @@ from backend.api.openapi.components import (
     parameter,
     response,
 )
-from backend.api.schemas import JobList
+from backend.api.schemas import JobList, JobRequestBody
 from backend.config import Settings
 from backend.errors import (
     AlreadyFinished,
@@ -30,7 +30,7 @@ from backend.errors import (
     UnsupportedMediaType,
     UserLimit,
 )
-from backend.models import JobView, SpriteRequest
+from backend.models import JobView
 
 JOB_NOT_FOUND = "No such job, or another user's job (the two look the same)."
 
@@ -46,14 +46,21 @@ def _submit(schemas: Schemas, settings: Settings) -> JSON:
             "Validated with PixelLab's own limits, so a request PixelLab would reject is a 422 "
             "here. The same user sending the same request again within "
             f"{limits.dedup_window_s:g} s gets the same job back (`deduplicated: true`). "
-            f"`timeout_s` may be at most {settings.jobs.timeout_s:g}. The image's area, "
-            "`width * height`, must be from 32x32 to 400x400 pixels (a rule JSON Schema "
-            "cannot state)."
+            f"`timeout_s` may be at most {settings.jobs.timeout_s:g}. `operation` picks "
+            "the PixelLab call (default `pixflux`). Rules JSON Schema cannot state: pixflux's "
+            "area, `width * height`, must be from 32x32 to 400x400 pixels (bitforge's from "
+            "32x32); rotate and animate_with_skeleton take squares only; every input image "
+            "but `color_image` and `style_image` must have the job's `image_size`. An image "
+            'is `{"type": "base64", "base64": ...}` (a PNG) or `{"type": "job", "job_id": '
+            "..., \"frame\": n}`, one of your own completed jobs (another user's is a 404)."
         ),
         "requestBody": {
             "required": True,
-            "description": f"At most {limits.max_body_bytes} bytes of `application/json`.",
-            "content": {"application/json": {"schema": schemas.ref(SpriteRequest)}},
+            "description": (
+                f"At most {limits.max_body_bytes} bytes of `application/json`, or "
+                f"{limits.max_image_body_bytes} bytes when it carries base64 images."
+            ),
+            "content": {"application/json": {"schema": schemas.ref(JobRequestBody)}},
         },
         "responses": {
             "200": schemas.json(
@@ -68,8 +75,15 @@ def _submit(schemas: Schemas, settings: Settings) -> JSON:
             ),
             "400": error("The body is not valid JSON.", BadRequest, schemas=schemas),
             "401": response("Unauthorized"),
+            "404": error(
+                "An image input names a job that is not yours, or whose image has left "
+                "the cache.",
+                NotFound,
+                schemas=schemas,
+            ),
             "413": error(
-                f"The body is larger than {limits.max_body_bytes} bytes.",
+                f"The body is larger than {limits.max_body_bytes} bytes (without images) "
+                f"or {limits.max_image_body_bytes} bytes (with them).",
                 PayloadTooLarge,
                 schemas=schemas,
             ),
@@ -179,14 +193,33 @@ def _result(schemas: Schemas) -> JSON:
         "operationId": "getJobResult",
         "tags": ["jobs"],
         "summary": "The generated sprite",
-        "description": "The URL is also the `result.url` of a completed job.",
-        "parameters": [parameter("JobId")],
+        "description": "The URL is also the `result.url` of a completed job. A multi-frame "
+        "result is a horizontal sprite sheet (frames left to right, `result.frame_size` "
+        "each); `?frame=N` gives one frame, `?format=gif` an animated preview.",
+        "parameters": [
+            parameter("JobId"),
+            {
+                "name": "frame",
+                "in": "query",
+                "required": False,
+                "description": "One frame, from 0 (below `result.frames`).",
+                "schema": {"type": "integer", "minimum": 0, "maximum": 99},
+            },
+            {
+                "name": "format",
+                "in": "query",
+                "required": False,
+                "description": "`png` (default) or `gif` (an animated preview).",
+                "schema": {"type": "string", "enum": ["png", "gif"], "default": "png"},
+            },
+        ],
         "responses": {
             "200": {
-                "description": "The PNG image.",
+                "description": "The PNG sheet or frame, or the GIF preview.",
                 "headers": {"ETag": header("ETag")},
                 "content": {
-                    "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}
+                    "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+                    "image/gif": {"schema": {"type": "string", "contentMediaType": "image/gif"}},
                 },
             },
             "401": response("Unauthorized"),
@@ -197,6 +230,11 @@ def _result(schemas: Schemas) -> JSON:
                 schemas=schemas,
             ),
             "409": error("The job has not completed: no sprite yet.", NotReady, schemas=schemas),
+            "422": error(
+                "`frame` is not a frame of this result, or `format` is not png or gif.",
+                InvalidRequest,
+                schemas=schemas,
+            ),
             "503": response("Unavailable"),
         },
     }

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import time
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from backend import metrics
+from backend import metrics, operations, sprites
 from backend.api.auth import principal
-from backend.api.body import read_json, validate
+from backend.api.body import carries_images, invalid_request, parse_json, read_body
 from backend.api.ownership import caller_and_job
 from backend.api.params import int_param
 from backend.config import Settings
@@ -21,9 +22,10 @@ from backend.errors import (
     InvalidRequest,
     NotFound,
     NotReady,
+    PayloadTooLarge,
     SpriteQueueError,
 )
-from backend.models import JobStatus, JobView, SpriteRequest
+from backend.models import GenerationRequest, JobStatus, JobView
 from backend.queue.producer import Producer
 from backend.queue.resources import Resources
 from backend.store.jobs import Guard, Written
@@ -53,8 +55,7 @@ async def _submit(request: Request) -> Response:
     who = await principal(request)
     settings = _settings(request)
     try:
-        data = await read_json(request, max_bytes=settings.limits.max_body_bytes)
-        sprite = validate(SpriteRequest, data)
+        sprite = await _read_submission(request, settings)
         _check_timeout(sprite.timeout_s, settings)
     except SpriteQueueError:
         metrics.JOBS_SUBMITTED.labels("invalid").inc()
@@ -64,6 +65,25 @@ async def _submit(request: Request) -> Response:
     view = submission.view
     status = 200 if view.cached and submission.created else 202
     return _view_response(view, status, headers={"Location": f"/v1/jobs/{view.job_id}"})
+
+
+async def _read_submission(request: Request, settings: Settings) -> GenerationRequest:
+    """The body as the model of its ``operation``. Bodies with inline images may be up to
+    ``max_image_body_bytes``, others ``max_body_bytes``; raises 413, 415, 400 or 422."""
+    limits = settings.limits
+    raw = await read_body(request, max_bytes=max(limits.max_image_body_bytes,
+                                                 limits.max_body_bytes))  # fmt: skip
+    # Over the small limit, the body must hold an image: a cheap look first, then its shape.
+    large = len(raw) > limits.max_body_bytes
+    if large and b'"base64"' not in raw:
+        raise PayloadTooLarge(f"a body without images may be at most {limits.max_body_bytes} bytes")
+    data = parse_json(raw)
+    if large and not carries_images(data):
+        raise PayloadTooLarge(f"a body without images may be at most {limits.max_body_bytes} bytes")
+    try:
+        return operations.parse(data)
+    except ValidationError as exc:
+        raise invalid_request(exc) from exc
 
 
 def _check_timeout(timeout_s: float | None, settings: Settings) -> None:
@@ -99,17 +119,41 @@ async def status(request: Request) -> Response:
 
 async def result(request: Request) -> Response:
     _, record = await caller_and_job(request)
+    frame = _frame_param(request)
+    as_gif = _format_param(request) == "gif"
     if record.status is not JobStatus.COMPLETED:
         raise NotReady(f"the job is {record.status.value}; no sprite yet")
     resources: Resources = request.app.state.resources
     image = await resources.cache.get(record.cache_key)
     if image is None:
         raise NotFound("the sprite is no longer stored; submit the request again")
-    return Response(
-        image.png,
-        media_type=image.content_type,
-        headers={"ETag": f'"{image.sha256}"', "Cache-Control": "private, max-age=86400"},
-    )
+    if frame is not None and frame >= image.frames:
+        reason = f"the result has {image.frames} frame(s), numbered from 0"
+        raise InvalidRequest(f"frame: {reason}", details=[{"field": "frame", "reason": reason}])
+    body, media_type, variant = image.png, image.content_type, ""
+    if frame is not None:
+        body, variant = sprites.frame(image.png, frame, image.frames), f"-f{frame}"
+    if as_gif:
+        source = body if frame is not None else image.png
+        body = sprites.gif(source, 1 if frame is not None else image.frames)
+        media_type, variant = "image/gif", variant + "-gif"
+    tag = hashlib.sha256((image.sha256 + variant).encode()).hexdigest() if variant else image.sha256
+    headers = {"ETag": f'"{tag}"', "Cache-Control": "private, max-age=86400"}
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _frame_param(request: Request) -> int | None:
+    if request.query_params.get("frame") in (None, ""):
+        return None
+    return int_param(request, "frame", default=0, low=0, high=99)
+
+
+def _format_param(request: Request) -> str:
+    value = request.query_params.get("format") or "png"
+    if value not in ("png", "gif"):
+        reason = "must be png (the sheet or frame) or gif (an animated preview)"
+        raise InvalidRequest(f"format: {reason}", details=[{"field": "format", "reason": reason}])
+    return value
 
 
 CANCEL_TRIES = 5
