@@ -27,11 +27,13 @@ from backend.models import (
     Stage,
 )
 from backend.normalize import cache_key, canonical_fields
+from backend.operations import image_items
 from backend.queue.inputs import InputResolver
 from backend.queue.resources import Resources
 from backend.queue.serializer import serialize
+from backend.store import keys
 from backend.store.jobs import AdmitCode
-from backend.store.quotas import SubmitRate, seconds_to_utc_midnight
+from backend.store.quotas import RateCheck, SubmitRate, seconds_to_utc_midnight
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +72,9 @@ class Producer:
     async def check_rate(self, user: str) -> None:
         """Count one submission against the user's rate; raises ``RateLimited`` (and then
         writes nothing to Redis) when they are over it."""
-        check = await self._rate.check(user)
+        self._refuse_over_rate(await self._rate.check(user))
+
+    def _refuse_over_rate(self, check: RateCheck) -> None:
         if not check.admitted:
             metrics.JOBS_SUBMITTED.labels("rate_limited").inc()
             per_minute = self._settings.limits.submits_per_minute
@@ -103,13 +107,22 @@ class Producer:
         Raises RateLimited (before any look-up), QuotaExceeded, UserLimit or QueueFull; for
         input images, NotFound or InvalidRequest (``queue.inputs``).
         """
-        await self.check_rate(user)
-        request = await self._inputs.resolve(request, user)
-        record = self.new_record(user, request, request_id)
         # The dedup window comes first, so a resubmission within it is the same job even when
         # that job has finished and its result is already cached. The admit script checks
         # again atomically; this read only spares a cache look-up.
-        duplicate = await self._res.jobs.recent_duplicate(user, record.cache_key)
+        if image_items(request):
+            # Inputs are resolved (and stored) only once the rate allows the submission.
+            await self.check_rate(user)
+            request = await self._inputs.resolve(request, user)
+            record = self.new_record(user, request, request_id)
+            duplicate = await self._res.jobs.recent_duplicate(user, record.cache_key)
+        else:
+            # No inputs: the key is known at once, so the rate and the dedup window are one
+            # round trip (the read is harmless when the rate refuses).
+            record = self.new_record(user, request, request_id)
+            check, found = await self._rate.check_and_get(user, keys.dedup(user, record.cache_key))
+            self._refuse_over_rate(check)
+            duplicate = None if found is None else found.decode()
         if duplicate is not None:
             view = await self.view(duplicate, deduplicated=True)
             # A cancelled or failed job would never give this request its sprite.

@@ -55,6 +55,19 @@ class SubmitRate:
         admitted, value = await self._scripts.run(
             "countSubmit", [keys.user_submits(user)], [self._per_minute, RATE_WINDOW_MS]
         )
-        if int(admitted):
-            return RateCheck(True, int(value), 0)
-        return RateCheck(False, 0, max(1, math.ceil(int(value) / 1000)))
+        return _verdict(admitted, value)
+
+    async def check_and_get(self, user: str, key: str) -> tuple[RateCheck, bytes | None]:
+        """``check``, and the value at ``key`` read in the same round trip."""
+        if self._per_minute <= 0:
+            return RateCheck(True, 0, 0), await self._scripts.redis.get(key)
+        (admitted, value), found = await self._scripts.run_and_get(
+            "countSubmit", [keys.user_submits(user)], [self._per_minute, RATE_WINDOW_MS], get=key
+        )
+        return _verdict(admitted, value), found
+
+
+def _verdict(admitted: int | bytes, value: int | bytes) -> RateCheck:
+    if int(admitted):
+        return RateCheck(True, int(value), 0)
+    return RateCheck(False, 0, max(1, math.ceil(int(value) / 1000)))

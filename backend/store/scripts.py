@@ -59,6 +59,10 @@ class Scripts:
             for name, (numkeys, text) in _read_scripts().items()
         }
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
     async def load(self) -> None:
         """SCRIPT LOAD them all, so the first call on a hot path is a plain EVALSHA."""
         for _, script in self._scripts.values():
@@ -69,6 +73,19 @@ class Scripts:
         if len(keys) != numkeys:
             raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
         return await script(keys=keys, args=args)
+
+    async def run_and_get(
+        self, name: str, keys: list[str], args: list[Any], *, get: str
+    ) -> tuple[Any, bytes | None]:
+        """Run a script and ``GET get`` in one round trip (a pipeline, not atomic)."""
+        numkeys, script = self._scripts[name]
+        if len(keys) != numkeys:
+            raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.get(get)
+            result, value = await pipe.execute()
+        return result, value
 
     async def run_then_wait(
         self, name: str, keys: list[str], args: list[Any], *, replicas: int, timeout_ms: int
