@@ -110,7 +110,7 @@ class Producer:
         # The dedup window comes first, so a resubmission within it is the same job even when
         # that job has finished and its result is already cached. The admit script checks
         # again atomically; this read only spares a cache look-up.
-        if image_items(request):
+        if next(image_items(request), None) is not None:
             # Inputs are resolved (and stored) only once the rate allows the submission.
             await self.check_rate(user)
             request = await self._inputs.resolve(request, user)

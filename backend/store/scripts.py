@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 _INCLUDE = re.compile(r"^--@include ([\w-]+)$", re.MULTILINE)
 
@@ -78,13 +79,7 @@ class Scripts:
         self, name: str, keys: list[str], args: list[Any], *, get: str
     ) -> tuple[Any, bytes | None]:
         """Run a script and ``GET get`` in one round trip (a pipeline, not atomic)."""
-        numkeys, script = self._scripts[name]
-        if len(keys) != numkeys:
-            raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)
-            pipe.get(get)
-            result, value = await pipe.execute()
+        result, value = await self._pipelined(name, keys, args, ("GET", get))
         return result, value
 
     async def run_then_wait(
@@ -93,11 +88,30 @@ class Scripts:
         """Run a script, then ``WAIT replicas timeout_ms`` on the same connection (WAIT
         counts the replicas that acknowledged this connection's writes); returns the
         script's result and that count. A missing script is loaded first (as in ``run``)."""
+        result, acked = await self._pipelined(name, keys, args, ("WAIT", replicas, timeout_ms))
+        return result, int(acked)
+
+    async def _pipelined(
+        self, name: str, keys: list[str], args: list[Any], then: tuple[Any, ...]
+    ) -> list[Any]:
+        """``EVALSHA`` then one more command, in one round trip.
+
+        redis-py's own pipelined scripts ask ``SCRIPT EXISTS`` first, a round trip of its
+        own on every call; the scripts are loaded at start-up, so this sends the EVALSHA as
+        it is and loads the script only when Redis answers NOSCRIPT (after a restart or a
+        failover), then sends the pair again.
+        """
         numkeys, script = self._scripts[name]
         if len(keys) != numkeys:
             raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", replicas, timeout_ms)
-            result, acked = await pipe.execute()
-        return result, int(acked)
+        for first_try in (True, False):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, numkeys, *keys, *args)
+                pipe.execute_command(*then)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if not first_try:
+                        raise
+            script.sha = await self._redis.script_load(script.script)
+        raise AssertionError("unreachable")
