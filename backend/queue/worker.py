@@ -44,6 +44,7 @@ from backend.queue.serializer import deserialize, serialize
 from backend.queue.tasks import generate_sprite
 from backend.queue.wakeups import Wakeups
 from backend.store import keys
+from backend.store.claims import claim_job
 from backend.store.connect import arq_settings
 
 log = structlog.get_logger(__name__)
@@ -234,20 +235,41 @@ class SpriteWorker(Worker):
         await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's ``start_jobs`` with its claim made one script (``claimJob``).
+
+        arq claims each job with a WATCH, an EXISTS, a ZSCORE and a MULTI: four round trips
+        per job. The rest is arq's own loop, step for step: a semaphore slot and the job
+        counter per job, ``run_job`` in a task that gives both back when it ends.
+        """
         if time.monotonic() < self._permit_wait_until:
             return
-        # Jobs this worker runs stay in arq's queue until they end: skip them here rather
-        # than pay a WATCH round trip each to find them running.
-        job_ids = [j for j in job_ids if j.decode() not in self.tasks]
+        scripts = self.ctx["resources"].scripts
+        lock_ms = int(self.in_progress_timeout_s * 1000)
         before = self.job_counter
-        try:
-            await super().start_jobs(job_ids)
-            self._started_any = self.job_counter > before
-        except (RedisError, OSError):
-            # arq had taken a semaphore slot and counted the job it was starting.
-            self.job_counter -= 1
-            self.sem.release()
-            raise
+        for job_id_b in job_ids:
+            job_id = job_id_b.decode()
+            if job_id in self.tasks:
+                # Jobs this worker runs stay in arq's queue until they end: no round trip.
+                continue
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                break
+            self.job_counter += 1
+            try:
+                score = await claim_job(scripts, self.queue_name, job_id, lock_ms=lock_ms)
+            except BaseException:
+                self.job_counter -= 1
+                self.sem.release()
+                raise
+            if score is None:
+                self.job_counter -= 1
+                self.sem.release()
+                continue
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+        self._started_any = self.job_counter > before
 
 
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> Worker:

@@ -45,6 +45,24 @@ def test_each_hook_overrides_a_method_arq_still_has(name: str) -> None:
         )
 
 
+def test_start_jobs_still_claims_and_runs_as_ours_does() -> None:
+    # Ours is arq's loop with the claim made one script: the claim's keys and value, the
+    # semaphore, the counter and run_job's arguments must still be what arq uses.
+    source = inspect.getsource(Worker.start_jobs)
+    for step in (
+        "in_progress_key_prefix + job_id",
+        "pipe.zscore(self.queue_name, job_id)",
+        "pipe.psetex(in_progress_key, int(self.in_progress_timeout_s * 1000), b'1')",
+        "self.sem.acquire()",
+        "self.job_counter = self.job_counter + 1",
+        "self.run_job(job_id, int(score))",
+        "self._release_sem_dec_counter_on_complete()",
+        "self.tasks[job_id] = t",
+    ):
+        assert step in source, step  # fmt: skip
+    assert list(inspect.signature(Worker.run_job).parameters) == ["self", "job_id", "score"]
+
+
 def test_run_job_still_cleans_up_through_the_hooked_methods() -> None:
     source = inspect.getsource(Worker.run_job)
     assert "self.finish_job(" in source and "self.finish_failed_job(" in source

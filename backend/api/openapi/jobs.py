@@ -52,7 +52,7 @@ def _submit(schemas: Schemas, settings: Settings) -> JSON:
             "32x32); rotate and animate_with_skeleton take squares only; every input image "
             "but `color_image` and `style_image` must have the job's `image_size`. An image "
             'is `{"type": "base64", "base64": ...}` (a PNG) or `{"type": "job", "job_id": '
-            "..., \"frame\": n}`, one of your own completed jobs (another user's is a 404)."
+            '..., "frame": n}`, one of your own completed jobs (another user\'s is a 404).'
         ),
         "requestBody": {
             "required": True,
@@ -76,8 +76,7 @@ def _submit(schemas: Schemas, settings: Settings) -> JSON:
             "400": error("The body is not valid JSON.", BadRequest, schemas=schemas),
             "401": response("Unauthorized"),
             "404": error(
-                "An image input names a job that is not yours, or whose image has left "
-                "the cache.",
+                "An image input names a job that is not yours, or whose image has left the cache.",
                 NotFound,
                 schemas=schemas,
             ),
