@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from enum import IntEnum
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -30,7 +31,7 @@ from backend import metrics
 from backend.config import PixelLabSettings
 from backend.models import UpstreamState, UpstreamView
 from backend.store import keys
-from backend.store.scripts import Scripts
+from backend.store.scripts import ScriptCall, Scripts
 
 log = structlog.get_logger(__name__)
 
@@ -68,14 +69,20 @@ class Upstream:
 
     async def release(self, token: str, outcome: str) -> None:
         """Give the permit back with what the call said about PixelLab (``releasePermit``)."""
-        before, after = (
-            state.decode() if isinstance(state, bytes) else str(state)
-            for state in await self._scripts.run(
-                "releasePermit",
-                [keys.PERMITS, keys.UPSTREAM],
-                [token, outcome, _now_ms(), self.max_concurrency, keys.WAKE_CHANNEL],
-            )
+        call = self.release_call(token, outcome)
+        self.released(outcome, await self._scripts.run(call.name, call.keys, call.args))
+
+    def release_call(self, token: str, outcome: str) -> ScriptCall:
+        """``release`` as a call to run with others; hand its result to ``released``."""
+        return ScriptCall(
+            "releasePermit",
+            [keys.PERMITS, keys.UPSTREAM],
+            [token, outcome, _now_ms(), self.max_concurrency, keys.WAKE_CHANNEL],
         )
+
+    def released(self, outcome: str, result: list[Any]) -> None:
+        """Report a change of state that giving a permit back made (its script's result)."""
+        before, after = (s.decode() if isinstance(s, bytes) else str(s) for s in result)
         if after != before:
             self._changed(UpstreamState(after), "rate_limited" if outcome == "throttled" else None)
 

@@ -26,11 +26,13 @@ import structlog
 from redis.exceptions import RedisError
 
 from backend import metrics
+from backend.cache import CachedImage
 from backend.config import JobSettings
 from backend.errors import ErrorType, UpstreamError
 from backend.limits.estimates import QueueEstimates
 from backend.limits.upstream import Upstream
 from backend.models import Attempt, ErrorInfo, JobRecord, JobStatus
+from backend.queue.producer import result_info
 from backend.retry import (
     backoff_s,
     classify_exception,
@@ -203,6 +205,56 @@ class Outcomes:
         if placed is None:
             log.info("job_abandoned", reason="fenced out before requeue")
         return placed is not None
+
+    async def close_lost_attempt(self, record: JobRecord) -> JobRecord | None:
+        """A job still ``active`` lost its runner (arq let us take it: its lease lapsed).
+
+        Its worker still beating means the attempt was cut off by us (its Redis link, a
+        stall of its loop): ``interrupted``. A dead worker makes it ``stalled``, and past
+        ``max_stalls`` the job is dead-lettered (a job that keeps killing its workers).
+        Returns the record with the lost attempt closed, or None if it was dead-lettered.
+        """
+        if record.status is not JobStatus.ACTIVE:
+            return record
+        if await self.jobs.takeovers_paused():
+            # Just after a Redis outage: its runner may be alive and about to renew.
+            log.info("job_takeover_deferred", job_id=record.job_id)
+            return None
+        alive = await self.jobs.worker_alive(record.worker)
+        outcome = "interrupted" if alive else "stalled"
+        stalls = record.stalls + (0 if alive else 1)
+        history = close_attempt(record.history, time.time(), outcome)
+        closed = record.model_copy(update={"history": history, "stalls": stalls})
+        log.warning("job_taken_over", job_id=record.job_id, outcome=outcome, stalls=stalls)
+        if stalls <= self.settings.max_stalls:
+            return closed
+        message = f"the job's worker was lost {stalls} times"
+        error = ErrorInfo(type=ErrorType.INTERNAL, message=message, retryable=False)
+        await self.dead_letter(closed, Guard.rev(record.rev), error, history)
+        return None
+
+    async def completed(
+        self, record: JobRecord, token: str, image: CachedImage, *, shared: bool, duration_s: float
+    ) -> None:
+        """The job completed with ``image`` (its own call's, or shared when ``shared``)."""
+        now = time.time()
+        done = record.finished_as(
+            JobStatus.COMPLETED,
+            at=now,
+            cached=shared,
+            error=None,  # an earlier try's failure is history now
+            result=result_info(record.job_id, image),
+            history=close_attempt(record.history, now, "completed"),
+        )
+        guard, keep_s = Guard.fence(token), self.settings.keep_finished_s
+        written, _ = await self.through_outage(
+            lambda: self.jobs.finish(done, guard=guard, keep_s=keep_s, duration_s=duration_s)
+        )
+        if written is Written.APPLIED:
+            metrics.JOBS_FINISHED.labels("completed").inc()
+            log.info("job_completed", duration_s=round(duration_s, 3), shared=shared)
+        else:
+            log.warning("job_abandoned", reason="fenced out at completion")
 
 
 def close_attempt(

@@ -34,14 +34,13 @@ from backend.config import JobSettings
 from backend.errors import ErrorType, FencedOut, UpstreamError
 from backend.limits.estimates import QueueEstimates
 from backend.limits.upstream import CallOutcome, Permit, Upstream
-from backend.models import Attempt, ErrorInfo, JobRecord, JobStatus, Stage
+from backend.models import Attempt, JobRecord, JobStatus, Stage
 from backend.pixellab import PixelLabClient
 from backend.queue.generate import Generator
 from backend.queue.outcomes import Outcomes, close_attempt
-from backend.queue.producer import result_info
 from backend.store import keys
 from backend.store.inputs import InputStore
-from backend.store.jobs import Guard, JobStore, Written
+from backend.store.jobs import JobStore, Written
 
 log = structlog.get_logger(__name__)
 
@@ -171,7 +170,7 @@ class JobRunner:
                 await self.jobs.drop_stale(job_id)
                 log.info("job_skipped", job_id=job_id, reason="finished or gone")
                 return None
-            record = await self._close_lost_attempt(record)
+            record = await self.outcomes.close_lost_attempt(record)
             if record is None:
                 return None
             token = uuid.uuid4().hex
@@ -218,33 +217,6 @@ class JobRunner:
         log.warning("job_start_contended", job_id=job_id, tries=START_TRIES)
         return None
 
-    async def _close_lost_attempt(self, record: JobRecord) -> JobRecord | None:
-        """A job still ``active`` lost its runner (arq let us take it: its lease lapsed).
-
-        Its worker still beating means the attempt was cut off by us (its Redis link, a
-        stall of its loop): ``interrupted``. A dead worker makes it ``stalled``, and past
-        ``max_stalls`` the job is dead-lettered (a job that keeps killing its workers).
-        Returns the record with the lost attempt closed, or None if it was dead-lettered.
-        """
-        if record.status is not JobStatus.ACTIVE:
-            return record
-        if await self.jobs.takeovers_paused():
-            # Just after a Redis outage: its runner may be alive and about to renew.
-            log.info("job_takeover_deferred", job_id=record.job_id)
-            return None
-        alive = await self.jobs.worker_alive(record.worker)
-        outcome = "interrupted" if alive else "stalled"
-        stalls = record.stalls + (0 if alive else 1)
-        history = close_attempt(record.history, time.time(), outcome)
-        closed = record.model_copy(update={"history": history, "stalls": stalls})
-        log.warning("job_taken_over", job_id=record.job_id, outcome=outcome, stalls=stalls)
-        if stalls <= self.settings.max_stalls:
-            return closed
-        message = f"the job's worker was lost {stalls} times"
-        error = ErrorInfo(type=ErrorType.INTERNAL, message=message, retryable=False)
-        await self.outcomes.dead_letter(closed, Guard.rev(record.rev), error, history)
-        return None
-
     # ---- one attempt ----------------------------------------------------------------------
 
     async def _attempt(self, record: JobRecord, token: str) -> None:
@@ -277,7 +249,7 @@ class JobRunner:
             return
         duration = time.monotonic() - began
         metrics.JOB_DURATION.observe(duration)
-        await self._complete(record, token, image, shared=shared, duration_s=duration)
+        await self.outcomes.completed(record, token, image, shared=shared, duration_s=duration)
 
     async def _generate(self, record: JobRecord, token: str) -> tuple[CachedImage, bool]:
         """The image, and whether it came from another job's call (cache or single flight).
@@ -320,6 +292,7 @@ class JobRunner:
             attempt.flight = keys.flight(record.cache_key)
         outcome: dict[str, Any] | None = None
         told = CallOutcome.UNUSED  # what the call says about PixelLab's capacity
+        landed = False  # the permit and the lock went back with the 90 % write
         try:
             await self._progress(record, token, Stage.SUBMITTED, 10)
             try:
@@ -333,24 +306,47 @@ class JobRunner:
                     told = CallOutcome.THROTTLED
                 raise
             finally:
-                if attempt is not None and attempt.permit:
+                if told is not CallOutcome.OK and attempt is not None and attempt.permit:
                     attempt.permit = False
                     await self._settle(self.outcomes.release_quietly(token, told))
             # Cached before anything else: the call is paid for, and a fenced-out attempt's
             # image still serves the attempt that took over.
             await self._keep(image)
-            await self.outcomes.through_outage(
-                lambda: self._progress(record, token, Stage.RECEIVED, 90)
-            )
+            await self.outcomes.through_outage(lambda: self._land(record, token, attempt))
+            landed = True
             return image
         finally:
             if attempt is not None:
                 attempt.flight = ""
-            await self._settle(
-                self.jobs.release_flight(
-                    record.cache_key, token, outcome=outcome, keep_ms=FLIGHT_OUTCOME_KEEP_MS
+            if not landed:
+                await self._settle(
+                    self.jobs.release_flight(
+                        record.cache_key, token, outcome=outcome, keep_ms=FLIGHT_OUTCOME_KEEP_MS
+                    )
                 )
-            )
+
+    async def _land(self, record: JobRecord, token: str, attempt: RunningAttempt | None) -> None:
+        """After a paid call, in one round trip: the permit back, stage 90, the lock free.
+
+        Each part is idempotent, so a retry through an outage does no harm. Raises
+        ``FencedOut`` when the attempt lost its fence (the lock and permit go back anyway).
+        """
+        update = record.model_copy(update={"stage": Stage.RECEIVED, "progress": 90})
+        calls = [
+            self.jobs.progress_call(update, "stage", "progress", token=token),
+            self.jobs.release_flight_call(
+                record.cache_key, token, outcome=None, keep_ms=FLIGHT_OUTCOME_KEEP_MS
+            ),
+        ]
+        permit = attempt is not None and attempt.permit
+        if permit:
+            calls.append(self.upstream.release_call(token, CallOutcome.OK))
+        results = await self.jobs.run_together(calls)
+        if permit and attempt is not None:
+            attempt.permit = False
+            self.upstream.released(CallOutcome.OK, results[2])
+        if not results[0]:
+            raise FencedOut("the attempt lost its fence")
 
     async def _keep(self, image: CachedImage) -> None:
         """Store a paid-for image, trying again while our Redis is away (up to ``KEEP_S``):
@@ -385,27 +381,3 @@ class JobRunner:
         update = record.model_copy(update={"stage": stage, "progress": progress})
         if not await self.jobs.progress(update, "stage", "progress", token=token):
             raise FencedOut("the attempt lost its fence")
-
-    # ---- outcomes -------------------------------------------------------------------------
-
-    async def _complete(
-        self, record: JobRecord, token: str, image: CachedImage, *, shared: bool, duration_s: float
-    ) -> None:
-        now = time.time()
-        done = record.finished_as(
-            JobStatus.COMPLETED,
-            at=now,
-            cached=shared,
-            error=None,  # an earlier try's failure is history now
-            result=result_info(record.job_id, image),
-            history=close_attempt(record.history, now, "completed"),
-        )
-        guard, keep_s = Guard.fence(token), self.settings.keep_finished_s
-        written, _ = await self.outcomes.through_outage(
-            lambda: self.jobs.finish(done, guard=guard, keep_s=keep_s, duration_s=duration_s)
-        )
-        if written is Written.APPLIED:
-            metrics.JOBS_FINISHED.labels("completed").inc()
-            log.info("job_completed", duration_s=round(duration_s, 3), shared=shared)
-        else:
-            log.warning("job_abandoned", reason="fenced out at completion")

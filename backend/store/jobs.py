@@ -31,7 +31,7 @@ from backend.models import JobRecord
 from backend.store import keys
 from backend.store.durable import Durability
 from backend.store.quotas import QUOTA_KEEP_S, quota_key
-from backend.store.scripts import Scripts
+from backend.store.scripts import ScriptCall, Scripts
 from backend.store.writes import (
     Admission,
     AdmitCode,
@@ -211,7 +211,13 @@ class JobStore:
 
     async def progress(self, record: JobRecord, *fields: str, token: str) -> bool:
         """A running attempt's new stage; False when fenced out (abandon the job)."""
-        rev = await self._scripts.run(
+        call = self.progress_call(record, *fields, token=token)
+        return bool(await self._scripts.run(call.name, call.keys, call.args))
+
+    def progress_call(self, record: JobRecord, *fields: str, token: str) -> ScriptCall:
+        """``progress`` as a call to run with others (``Scripts.run_many``); its result is
+        the new rev, 0 when fenced out."""
+        return ScriptCall(
             "progressJob",
             [keys.job(record.job_id), keys.events(record.job_id)],
             [
@@ -220,7 +226,6 @@ class JobStore:
                 record.job_id,
             ],
         )  # fmt: skip
-        return bool(rev)
 
     async def requeue(
         self,
@@ -335,13 +340,21 @@ class JobStore:
         self, cache_key: str, token: str, *, outcome: dict[str, Any] | None, keep_ms: int
     ) -> bool:
         """Let the flight lock go if this attempt holds it, leaving ``outcome`` for waiters."""
-        return bool(
-            await self._scripts.run(
-                "releaseFlight",
-                [keys.flight(cache_key), keys.flight_outcome(cache_key)],
-                [token, "" if outcome is None else _json(outcome), keep_ms],
-            )
+        call = self.release_flight_call(cache_key, token, outcome=outcome, keep_ms=keep_ms)
+        return bool(await self._scripts.run(call.name, call.keys, call.args))
+
+    def release_flight_call(
+        self, cache_key: str, token: str, *, outcome: dict[str, Any] | None, keep_ms: int
+    ) -> ScriptCall:
+        return ScriptCall(
+            "releaseFlight",
+            [keys.flight(cache_key), keys.flight_outcome(cache_key)],
+            [token, "" if outcome is None else _json(outcome), keep_ms],
         )
+
+    async def run_together(self, calls: list[ScriptCall]) -> list[Any]:
+        """Several writes in one round trip (see ``Scripts.run_many``)."""
+        return await self._scripts.run_many(calls)
 
     async def reachable(self) -> bool:
         """Whether this Redis answers a PING now."""

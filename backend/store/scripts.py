@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -50,6 +51,15 @@ def _read_scripts() -> dict[str, tuple[int, str]]:
     return scripts
 
 
+@dataclass(frozen=True)
+class ScriptCall:
+    """One script with its keys and arguments, to run with others (``Scripts.run_many``)."""
+
+    name: str
+    keys: list[str]
+    args: list[Any]
+
+
 class Scripts:
     """The registered scripts of one Redis client."""
 
@@ -74,6 +84,27 @@ class Scripts:
         if len(keys) != numkeys:
             raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
         return await script(keys=keys, args=args)
+
+    async def run_many(self, calls: list[ScriptCall]) -> list[Any]:
+        """Run several scripts in one round trip (a pipeline: each atomic, not all together).
+
+        A script Redis no longer knows (NOSCRIPT, after a restart or a failover) is loaded
+        and run again on its own; the others ran once.
+        """
+        for call in calls:
+            if len(call.keys) != self._scripts[call.name][0]:
+                raise ValueError(f"{call.name} takes {self._scripts[call.name][0]} keys")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                numkeys, script = self._scripts[call.name]
+                pipe.evalsha(script.sha, numkeys, *call.keys, *call.args)
+            results = list(await pipe.execute(raise_on_error=False))
+        for index, (call, result) in enumerate(zip(calls, results, strict=True)):
+            if isinstance(result, NoScriptError):
+                results[index] = await self.run(call.name, call.keys, call.args)
+            elif isinstance(result, Exception):
+                raise result
+        return results
 
     async def run_and_get(
         self, name: str, keys: list[str], args: list[Any], *, get: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from backend.store import keys
-from backend.store.scripts import Scripts
+from backend.store.scripts import ScriptCall, Scripts
 
 
 async def test_a_pipelined_script_is_loaded_again_after_a_script_flush(
@@ -36,3 +36,16 @@ async def test_a_pipelined_script_makes_one_round_trip(redis: aioredis.Redis) ->
     await scripts.run_and_get("countSubmit", [keys.user_submits("bob")], [5, 60_000], get="x")
     after = await redis.info("commandstats")
     assert after.get("cmdstat_script|exists") == before.get("cmdstat_script|exists")
+
+
+async def test_scripts_run_together_are_each_run_once_after_a_script_flush(
+    redis: aioredis.Redis,
+) -> None:
+    # After NOSCRIPT only the scripts Redis did not know run again: a count is not doubled.
+    scripts = Scripts(redis)
+    await scripts.load()
+    count = ScriptCall("countSubmit", [keys.user_submits("carol")], [5, 60_000])
+    assert [r[1] for r in await scripts.run_many([count, count])] == [1, 2]
+    await redis.script_flush()
+    assert [r[1] for r in await scripts.run_many([count, count])] == [3, 4]
+    assert int(await redis.get(keys.user_submits("carol"))) == 4
