@@ -57,6 +57,13 @@ class PixelLabSettings(BaseModel):
     throttle_max_wait_s: float = Field(3600.0, ge=0)
     # While paused (401/402), how often one process asks GET /balance whether to resume.
     probe_interval_s: float = Field(30.0, gt=0)
+    balance_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="How often one worker across the deployment reads PixelLab's "
+        "`GET /balance` and records it in Redis for the admin page "
+        "(`GET /v1/admin/upstream`).",
+    )
 
 
 class FirestoreSettings(BaseModel):

@@ -263,6 +263,21 @@ class UpstreamView(BaseModel):
     since: float | None = Field(None, description="unix time of the last change")
 
 
+class BalanceView(BaseModel):
+    """PixelLab's credit as a worker last read it (``GET /balance``)."""
+
+    usd: float = Field(description="remaining credit in USD")
+    checked_at: float = Field(description="unix time of the read")
+
+
+class AdminUpstreamView(UpstreamView):
+    """PixelLab's state with the account's balance, for admins."""
+
+    balance: BalanceView | None = Field(
+        None, description="the last balance a worker read; null before the first read"
+    )
+
+
 class QueueView(BaseModel):
     waiting: int
     active: int

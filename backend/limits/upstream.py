@@ -12,6 +12,10 @@
   ``SPRITEQ_PIXELLAB__PROBE_INTERVAL_S`` and resumes when the key works and the balance is
   above zero; ``POST /v1/admin/upstream/resume`` resumes at once.
 
+**Balance.** One worker across the deployment reads ``GET /balance`` every
+``SPRITEQ_PIXELLAB__BALANCE_INTERVAL_S`` and records it (``record_balance``); the API, which
+never calls PixelLab itself, shows it to admins (``admin_view``).
+
 Every change of state is a log event (``upstream_throttled``, ``upstream_paused``,
 ``upstream_resumed``) and a count in ``spritequeue_upstream_changes_total{state}``; the
 state itself is a scrape-time gauge and the ``upstream`` field of ``GET /v1/queue``.
@@ -29,7 +33,7 @@ from arq.constants import in_progress_key_prefix
 
 from backend import metrics
 from backend.config import PixelLabSettings
-from backend.models import UpstreamState, UpstreamView
+from backend.models import AdminUpstreamView, BalanceView, UpstreamState, UpstreamView
 from backend.store import keys
 from backend.store.scripts import ScriptCall, Scripts
 
@@ -117,6 +121,21 @@ class Upstream:
             reason=reason,
             since=float(since) if since else None,
         )
+
+    async def record_balance(self, usd: float) -> None:
+        """Keep the balance a worker just read, with when, for ``admin_view``."""
+        await self._redis.hset(  # type: ignore[misc]
+            keys.BALANCE, mapping={"usd": usd, "checked_at": time.time()}
+        )
+
+    async def admin_view(self) -> AdminUpstreamView:
+        """``view`` with the last recorded balance (None before any worker read it)."""
+        view = await self.view()
+        usd, checked_at = await self._redis.hmget(keys.BALANCE, ["usd", "checked_at"])  # type: ignore[misc]
+        balance = None
+        if usd is not None and checked_at is not None:
+            balance = BalanceView(usd=float(usd), checked_at=float(checked_at))
+        return AdminUpstreamView(**view.model_dump(), balance=balance)
 
     async def paused(self) -> bool:
         return await self._state() == UpstreamState.PAUSED.value

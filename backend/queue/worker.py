@@ -1,6 +1,6 @@
 """The arq worker: resources opened in ``on_startup``, closed in ``on_shutdown``.
 
-Besides arq's own loop, each worker keeps five small background loops:
+Besides arq's own loop, each worker keeps six small background loops:
 - **lease**: arq holds a job's in-progress key for the whole job timeout (+10 s), so a
   killed worker's job would wait up to 10 minutes. We shorten the key to ``lease_s`` and
   renew it (and the attempt's single-flight lock) every ``lease_s / 3``, fenced by the
@@ -13,6 +13,8 @@ Besides arq's own loop, each worker keeps five small background loops:
 - **positions**: waiting jobs' places, pushed to their streams (see ``limits.positions``).
 - **probe**: while PixelLab calls are paused (401/402), ``GET /balance`` once per interval
   across the deployment, resuming when it answers with credit (see ``limits.upstream``).
+- **balance**: ``GET /balance`` once per ``balance_interval_s`` across the deployment,
+  recorded in Redis for the admin page (the API never calls PixelLab).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ REDIS_RETRY_S = 1.0
 
 
 class WorkerLoops:
-    """The lease, heartbeat, reconciler and position loops of one worker process."""
+    """The background loops of one worker process (see the module's docstring)."""
 
     def __init__(
         self, resources: Resources, runner: JobRunner, *, max_jobs: int, worker_id: str
@@ -85,6 +87,7 @@ class WorkerLoops:
             (RECONCILE_EVERY_S, Reconciler(res.redis, res.jobs, jobs).run_once),
             (positions.interval_s, positions.run_once),
             (self.settings.pixellab.probe_interval_s, self.probe),
+            (self.settings.pixellab.balance_interval_s, self.read_balance),
         ):
             self._tasks.append(asyncio.create_task(run_every(every, step), name=step.__name__))
 
@@ -119,10 +122,26 @@ class WorkerLoops:
         except UpstreamError as exc:
             log.info("upstream_probe_failed", error_type=exc.error_type.value)
             return
+        await upstream.record_balance(usd)
         if usd > 0:
             await upstream.resume(by="probe")
         else:
             log.info("upstream_probe_no_credit", usd=usd)
+
+    async def read_balance(self) -> None:
+        """Read ``GET /balance`` once per interval across the deployment (a shared tick key)
+        and record it for the admin page; a failed read keeps the last figure."""
+        interval_ms = int(self.settings.pixellab.balance_interval_s * 1000)
+        if not await self.resources.redis.set(
+            keys.BALANCE_TICK, self.worker_id, nx=True, px=interval_ms
+        ):
+            return
+        try:
+            usd = await self.runner.pixellab.balance_usd(timeout_s=PROBE_TIMEOUT_S)
+        except UpstreamError as exc:
+            log.info("balance_read_failed", error_type=exc.error_type.value)
+            return
+        await self.resources.upstream.record_balance(usd)
 
     async def recovered(self) -> None:
         """First acts after a Redis outage: beat, and pause takeovers for one lease, so the

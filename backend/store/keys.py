@@ -27,6 +27,9 @@ TAKEOVER_PAUSE = PREFIX + "takeover-pause"
 PERMITS = PREFIX + "permits"
 UPSTREAM = PREFIX + "upstream"
 PROBE_TICK = PREFIX + "probe-tick"  # held for one probe interval by the process probing
+# PixelLab's balance as last read by a worker: a hash {usd, checked_at}, for the admin page.
+BALANCE = PREFIX + "balance"
+BALANCE_TICK = PREFIX + "balance-tick"  # held for one balance interval by the process reading
 
 
 def job(job_id: str) -> str:

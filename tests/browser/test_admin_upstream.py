@@ -1,9 +1,11 @@
-"""The admin page: PixelLab's state with its Resume button, and the bulk DLQ retry."""
+"""The admin page: PixelLab's state with its Resume button and its balance, and the bulk DLQ
+retry."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from backend.config import Settings
 from backend.errors import ErrorType
 from backend.queue.resources import open_resources
-from fixtures.factories import auth
+from fixtures.factories import auth, wait_until
 from tests.browser.conftest import Tab
 from tests.browser.test_pages import sign_in
 from tests.integration.test_dlq_scale import dead_letter
@@ -90,3 +92,25 @@ async def test_admin_retries_every_dead_letter_of_a_type(
         for job_id in servers:
             job = await http.get(f"/v1/jobs/{job_id}", headers=auth(tokens["admin"]))
             assert job.json()["status"] == "queued"
+
+
+async def test_admin_sees_the_pixellab_balance_with_its_age(
+    tab: Tab, make_stack: Callable[..., Any], make_settings: Callable[..., Settings],
+    tokens: dict[str, str],
+) -> None:  # fmt: skip
+    stack = make_stack(make_settings(pixellab={"balance_interval_s": 0.3}))
+    page = tab.page
+    await sign_in(page, stack.url + "/admin", tokens["admin"])
+    balance = page.locator("#upstream-balance")
+    await expect(balance).to_be_visible()
+    # The page refreshes every 5 s; once a worker has read the balance, a click asks at once.
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+
+        async def read() -> bool:
+            view = await http.get("/v1/admin/upstream", headers=auth(tokens["admin"]))
+            return view.json()["balance"] is not None
+
+        await wait_until(read, 10, "a worker to record the balance")
+    await page.click("#refresh")
+    await expect(balance).to_have_attribute("data-known", "true", timeout=10_000)
+    await expect(balance).to_contain_text(re.compile(r"\$\d+\.\d\d credit · checked "))

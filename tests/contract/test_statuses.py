@@ -127,6 +127,7 @@ def dead_letters(rec: Recorder, alice: str, admin: str) -> str:
     for method, path in (("GET", ENTRY), ("DELETE", ENTRY), ("POST", RETRY)):
         assert rec.call(method, path, token=admin, job_id=job_id).status_code == 404, path
     assert rec.call("GET", "/v1/admin/stats", token=admin).status_code == 200
+    assert rec.call("GET", "/v1/admin/upstream", token=admin).status_code == 200
     assert rec.call("POST", "/v1/admin/upstream/resume", token=admin).status_code == 200
     bulk_retry(rec, admin)
     kept = submit(rec, alice, "another broken golem [mock:failure]")

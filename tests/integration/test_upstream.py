@@ -4,6 +4,7 @@ probe and an admin resume. Real Redis, real workers, the mock PixelLab over HTTP
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -168,3 +169,30 @@ async def test_401_pauses_until_an_admin_resumes(
         done = await all_final(http, jobs, 20)
     assert [v["status"] for v in done] == ["completed"] * 2
     assert await redis.zcard(keys.DLQ) == 0
+
+
+@pytest.mark.timeout(60)
+async def test_the_balance_a_worker_reads_is_in_the_admin_view(
+    make_settings: Callable[..., Settings],
+    make_stack: Callable[..., Stack],
+    tokens: dict[str, str],
+    mock_pixellab: ThreadedUvicorn,
+    redis: aioredis.Redis,
+) -> None:
+    stack = make_stack(make_settings(pixellab={"balance_interval_s": 0.3}))
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+        refused = await http.get("/v1/admin/upstream", headers=auth(tokens["alice"]))
+        assert refused.status_code == 403
+
+        async def read() -> bool:
+            view = (await http.get("/v1/admin/upstream", headers=auth(tokens["admin"]))).json()
+            return view["balance"] is not None
+
+        await wait_until(read, 10, "a worker to record the balance")
+        view = (await http.get("/v1/admin/upstream", headers=auth(tokens["admin"]))).json()
+        stats = await mock_stats(http, mock_pixellab)
+    assert view["state"] == "ok"
+    assert view["balance"]["usd"] > 0
+    assert abs(view["balance"]["checked_at"] - time.time()) < 10
+    assert stats["balance_checks"] >= 1
+    assert await redis.pttl(keys.BALANCE_TICK) > 0  # one reader per interval, deployment-wide

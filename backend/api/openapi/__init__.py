@@ -41,7 +41,7 @@ from backend.api.schemas import (
     Readiness,
 )
 from backend.config import Settings
-from backend.models import ErrorBody, JobView, QueueView, UpstreamView
+from backend.models import AdminUpstreamView, ErrorBody, JobView, QueueView, UpstreamView
 
 # Request bodies are described as validated, responses as serialized.
 MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
@@ -55,6 +55,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
             JobList,
             QueueView,
             UpstreamView,
+            AdminUpstreamView,
             ErrorBody,
             InvalidRequestBody,
             DlqEntry,

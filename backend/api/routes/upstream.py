@@ -1,4 +1,5 @@
-"""``/v1/admin/upstream``: lift a pause on PixelLab calls (after fixing the key or credit)."""
+"""``/v1/admin/upstream``: PixelLab's state and balance; lift a pause (after fixing the key
+or credit). The balance is what a worker last read: the API never calls PixelLab itself."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from backend.queue.resources import Resources
 log = structlog.get_logger(__name__)
 
 
+async def show(request: Request) -> Response:
+    await admin(request)
+    resources: Resources = request.app.state.resources
+    view = await resources.upstream.admin_view()
+    return Response(view.model_dump_json(), media_type="application/json")
+
+
 async def resume(request: Request) -> Response:
     who = await admin(request)
     resources: Resources = request.app.state.resources
@@ -20,4 +28,7 @@ async def resume(request: Request) -> Response:
     return Response(view.model_dump_json(), media_type="application/json")
 
 
-routes = [Route("/v1/admin/upstream/resume", resume, methods=["POST"])]
+routes = [
+    Route("/v1/admin/upstream", show, methods=["GET"]),
+    Route("/v1/admin/upstream/resume", resume, methods=["POST"]),
+]

@@ -51,6 +51,7 @@
     upstreamState: $("#upstream-state"),
     upstreamReason: $("#upstream-reason"),
     resume: $("#upstream-resume"),
+    balance: $("#upstream-balance"),
     bulkForm: $("#bulk-retry"),
     bulkType: $("#bulk-type"),
     bulkSubmit: $("#bulk-submit"),
@@ -139,6 +140,7 @@
       if (failed) showAlert("Could not refresh", failed.reason.message);
       else if (ui.alert.dataset.source === "refresh") hideAlert();
       ui.updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+      await refreshBalance();
     } finally {
       refreshing = false;
     }
@@ -183,6 +185,27 @@
     ui.upstreamReason.textContent = parts.join(" · ");
     ui.upstreamReason.title = upstream.since ? SQ.formatTime(upstream.since) : "";
     ui.resume.hidden = upstream.state !== "paused";
+  }
+
+  /** PixelLab's credit as a worker last read it (GET /v1/admin/upstream), with its age. */
+  async function refreshBalance() {
+    let view;
+    try {
+      ({ body: view } = await api("/v1/admin/upstream", { token: token.get() }));
+    } catch (error) {
+      if (!endedSession(error)) ui.balance.hidden = true; // an older server: no balance
+      return;
+    }
+    const balance = view && view.balance;
+    ui.balance.hidden = false;
+    if (!balance) {
+      ui.balance.textContent = "balance not read yet";
+      ui.balance.dataset.known = "false";
+      return;
+    }
+    ui.balance.dataset.known = "true";
+    ui.balance.textContent = `$${balance.usd.toFixed(2)} credit · checked ${SQ.formatAgo(balance.checked_at)}`;
+    ui.balance.title = `PixelLab's GET /balance, read ${SQ.formatTime(balance.checked_at)}`;
   }
 
   ui.resume.addEventListener("click", async () => {

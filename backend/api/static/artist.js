@@ -1,4 +1,5 @@
-// The artist page: sign in, submit pixflux requests, follow jobs live, view and save sprites.
+// The artist page: sign in, submit requests (any operation, see operations.js), follow jobs
+// live, view and save sprites, preview animations, and chain a result into the next job.
 "use strict";
 
 (() => {
@@ -247,11 +248,11 @@
   ui.form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors();
-    const request = readRequest();
+    const request = SQ.operations ? SQ.operations.body(readRequest()) : readRequest();
     ui.submit.disabled = true;
     try {
       const { status, body } = await api("/v1/jobs", { method: "POST", token: token.get(), body: request });
-      prompts.remember(body.job_id, request.description);
+      prompts.remember(body.job_id, promptOf(request));
       addCard(body, { toTop: true });
       if (body.deduplicated) SQ.toast("The same request is already in progress: showing that job.");
       else if (status === 200) SQ.toast("Served from the cache.", "success");
@@ -262,6 +263,12 @@
       ui.submit.disabled = false;
     }
   });
+
+  /** What a job's card is titled by: its prompt, its action, or the operation. */
+  function promptOf(request) {
+    const text = [request.description, request.action].filter(Boolean).join(": ");
+    return text || (request.operation || "pixflux").replace(/_/g, " ");
+  }
 
   ui.description.addEventListener("input", () => {
     ui.descriptionCount.textContent = `${ui.description.value.length} / 2000`;
@@ -397,6 +404,7 @@
       this.view = null;
       this.tracker = null;
       this.spriteUrl = null;
+      this.animationUrl = null;
       this.loadingSprite = false;
       this.build();
       this.update(view);
@@ -431,6 +439,7 @@
         download: `sprite-${this.id.slice(0, 12)}.png`,
         hidden: true,
       });
+      this.buildChaining();
       this.element = h(
         "li",
         { class: "job", dataset: { jobId: this.id } },
@@ -442,7 +451,7 @@
           this.progress,
           h("div", { class: "job-meta" }, this.stage, this.percent, this.queueInfo, this.transport),
           this.error,
-          h("div", { class: "job-foot" }, this.when, this.tags, h("span", { class: "spacer" }), this.cancelButton, this.download),
+          h("div", { class: "job-foot" }, this.when, this.tags, h("span", { class: "spacer" }), this.cancelButton, this.useButton, this.download),
         ),
       );
     }
@@ -468,7 +477,8 @@
         ...[
           view.cached && "from cache",
           view.deduplicated && "deduplicated",
-          view.result && `${view.result.width}×${view.result.height}`,
+          view.operation && view.operation !== "pixflux" && view.operation.replace(/_/g, " "),
+          ...resultTags(view.result),
         ]
           .filter(Boolean)
           .map((tag) => h("span", { class: "tag", text: tag })),
@@ -476,6 +486,7 @@
       this.error.hidden = !view.error;
       if (view.error) this.error.textContent = `${view.error.type}: ${view.error.message}`;
       this.cancelButton.hidden = final;
+      this.useButton.hidden = view.status !== "completed" || !SQ.operations;
       if (view.status === "completed" && !this.spriteUrl && !this.loadingSprite) this.loadSprite();
       if (!final) this.track();
     }
@@ -508,6 +519,7 @@
         this.art.replaceChildren(image);
         this.download.href = this.spriteUrl;
         this.download.hidden = false;
+        if ((this.view.result || {}).frames > 1) await this.showAnimation();
       } catch (error) {
         if (error.status === 401) return expired();
         this.error.hidden = false;
@@ -515,6 +527,34 @@
       } finally {
         this.loadingSprite = false;
       }
+    }
+
+    // ---- multi-frame results and chaining (issue 18) --------------------------------------
+
+    buildChaining() {
+      this.useButton = h("button", {
+        type: "button",
+        class: "button ghost small use-as-input",
+        text: "Use as input",
+        title: "Make this result an image input of the next job, without uploading it",
+        hidden: true,
+        onclick: () => SQ.operations.useJob(this.view, this.animationUrl || this.spriteUrl),
+      });
+    }
+
+    /** An animation plays as the API's GIF preview, one frame wide; the sheet stays the download. */
+    async showAnimation() {
+      const { frames, frame_size: frame } = this.view.result;
+      const blob = await SQ.fetchBlob(`/v1/jobs/${encodeURIComponent(this.id)}/result?format=gif`, token.get());
+      if (!cards.has(this.id)) return;
+      this.animationUrl = URL.createObjectURL(blob);
+      const scale = Math.max(1, Math.floor(TILE_PX / Math.max(frame.width, frame.height)));
+      const image = h("img", { class: "sprite animation", alt: `Animation: ${this.title.textContent}` });
+      image.style.width = `${frame.width * scale}px`;
+      image.title = `${frames} frames of ${frame.width}×${frame.height}, shown at ${scale}×`;
+      image.src = this.animationUrl;
+      this.art.replaceChildren(image);
+      this.download.textContent = "Download sheet";
     }
 
     async cancel() {
@@ -545,8 +585,17 @@
     destroy() {
       if (this.tracker) this.tracker.stop();
       if (this.spriteUrl) URL.revokeObjectURL(this.spriteUrl);
+      if (this.animationUrl) URL.revokeObjectURL(this.animationUrl);
       this.element.remove();
     }
+  }
+
+  /** The result's size tags: W×H, or the frame count and frame size of an animation. */
+  function resultTags(result) {
+    if (!result) return [];
+    if (!(result.frames > 1)) return [`${result.width}×${result.height}`];
+    const frame = result.frame_size || { width: result.width / result.frames, height: result.height };
+    return [`${result.frames} frames`, `${frame.width}×${frame.height}`];
   }
 
   function queueText(view) {
