@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import dataclasses
 import json
@@ -56,7 +57,9 @@ USAGE = """\
     .venv/bin/python load/benchmark.py --json out.json --profile prof/
 
 Parts, in one run on one Valkey (flushed between parts), everything on 127.0.0.1:
-  1 raw arq: a no-op job on a plain arq Worker with our poll_delay and max_jobs
+  1 raw arq: a no-op job on a plain arq Worker with our poll_delay and max_jobs; then a
+    bare arq task doing the same work as ours (one httpx call to the mock, one SET of the
+    PNG): the drain baseline
   2 spritequeue, mock PixelLab at 0 ms: HTTP submit -> `completed` event (pub/sub)
   3 the same with 500 jobs whose PixelLab call takes 5 s, on one worker process
   4 cache-hit submits
@@ -81,7 +84,7 @@ class Sizes:
     timeout_s: float  # give up waiting for a phase's jobs after this long
 
 
-FULL = Sizes(3000, 200, 50, 5, 500, 5000, 16, 120)
+FULL = Sizes(3000, 200, 20, 5, 500, 5000, 16, 120)
 SMOKE = Sizes(60, 50, 20, 1, 20, 500, 8, 30)
 
 
@@ -92,14 +95,35 @@ async def noop(ctx: dict[str, Any], number: int) -> None:
     await ctx["redis"].publish(RAW_DONE, ctx["job_id"])
 
 
-def run_raw_worker(redis_url: str, poll_delay_s: float, max_jobs: int) -> None:
+async def same_work(ctx: dict[str, Any], number: int) -> None:
+    """What our job does for its result, bare: one call to the PixelLab stand-in, one SET."""
+    answer = await ctx["http"].post(
+        "/v1/generate-image-pixflux",
+        json={"description": f"bare {number}", "image_size": IMAGE},
+        headers={"Authorization": f"Bearer {MOCK_API_KEY}"},
+    )
+    png = base64.b64decode(answer.json()["image"]["base64"])
+    await ctx["redis"].set(f"bench:arq:png:{number}", png, ex=600)
+    await ctx["redis"].publish(RAW_DONE, ctx["job_id"])
+
+
+def run_raw_worker(
+    redis_url: str, poll_delay_s: float, max_jobs: int, mock_url: str | None = None
+) -> None:
+    import httpx
     from arq.connections import RedisSettings
     from arq.worker import Worker, func
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        if mock_url:
+            limits = httpx.Limits(max_connections=max_jobs)
+            ctx["http"] = httpx.AsyncClient(base_url=mock_url, limits=limits, timeout=60)
 
     # Plain arq defaults except what we set for ours too: poll_delay, max_jobs and no result
     # kept (ours keeps none), so arq's own bookkeeping is the same on both sides.
     Worker(
-        functions=[func(noop, name="noop")],
+        functions=[func(noop, name="noop"), func(same_work, name="same_work")],
+        on_startup=startup,
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=RAW_QUEUE,
         poll_delay=poll_delay_s,
@@ -172,6 +196,8 @@ class Benchmark:
             "jobs": JobSettings().model_dump(),
             "log_level": self.args.log_level,
             "limits": {"queue_capacity": 1_000_000, "per_user": 1_000_000, "warning_at": 1_000_000},
+            # The queue is measured, not the call cap (load/bench_upstream.py measures that).
+            "pixellab": {"max_concurrency": self.args.max_jobs},
         }
         for item in self.args.set:  # "section.field=value", for tuning runs
             name, _, value = item.partition("=")
@@ -245,12 +271,39 @@ class Benchmark:
             )
             out["latency"] = await self._latency(watcher, submit)
             self.children.stop(worker)
+            out["same_work"] = await self._raw_same_work(pool, watcher)
         finally:
             await watcher.close()
             await pool.aclose()
         return out
 
-    async def _start_worker(self, *, raw: bool = False, wait: bool = True) -> Popen[bytes]:
+    async def _raw_same_work(self, pool: Any, watcher: Watcher) -> dict[str, Any]:
+        """The drain baseline: bare arq doing our job's work, against its own mock."""
+        port = free_port()
+        mock = self.children.start(
+            "raw-mock", [sys.executable, __file__, "--role", "mock", "--port", str(port)]
+        )
+        await wait_answering(port, "/_mock/stats")
+        try:
+
+            async def enqueue(index: int) -> None:
+                await pool.enqueue_job(
+                    "same_work", index, _job_id=f"w{index}", _queue_name=RAW_QUEUE
+                )
+
+            watcher.reset()
+            await flood(self.sizes.drain_jobs, self.sizes.concurrency, enqueue)
+            worker = await self._start_worker(raw=True, wait=False, mock_port=port)
+            ids = [f"w{i}" for i in range(self.sizes.drain_jobs)]
+            drained = await self._drain(watcher, worker.pid, ids)
+            self.children.stop(worker)
+        finally:
+            self.children.stop(mock)
+        return drained
+
+    async def _start_worker(
+        self, *, raw: bool = False, wait: bool = True, mock_port: int | None = None
+    ) -> Popen[bytes]:
         """A worker process (plain arq, or ours); with ``wait``, once it polls the queue."""
         # arq records its health on its first poll; ours also heartbeats in on_startup.
         ready_key = f"{RAW_QUEUE}:health-check" if raw else keys.WORKERS
@@ -263,6 +316,8 @@ class Benchmark:
                 "--max-jobs",
                 str(self.args.max_jobs),
             ]
+            if mock_port is not None:
+                argv += ["--mock-url", f"http://{LOCALHOST}:{mock_port}"]
             worker = self.children.start("raw-arq-worker", argv)
         else:
             assert self.settings is not None
@@ -399,8 +454,11 @@ class Benchmark:
         out["api_cpu_ms_per_submit"] = 1000 * cpu_used / self.sizes.drain_jobs
         worker = await self._start_worker(wait=False)
         out.update(await self._drain(watcher, worker.pid, queued, profile="worker"))
+        # The 200/s run on two worker processes (the issue's figure for a busy queue).
+        second = await self._start_worker()
         out["latency"] = await self._latency(watcher, self._http_submitter(http, users, "rate"))
         self.children.check_alive()
+        self.children.stop(second)
         self.children.stop(worker)
         return out
 
@@ -516,18 +574,23 @@ def rows(results: dict[str, Any], sizes: Sizes) -> list[Row]:
     slow, cache = results.get("slow"), results.get("cache")
     table: list[Row] = []
     if full:
-        drain, base = full["drain_per_s"], raw.get("drain_per_s")
+        same = raw.get("same_work", {})
+        drain, base = full["drain_per_s"], same.get("drain_per_s")
         met = drain >= 0.6 * base if base else None
-        table.append(Row("drain, one worker process", drain, base, ">= 60 % of raw arq", met,
-                         "jobs/s"))  # fmt: skip
-        cpu, base = full["worker_cpu_ms_per_job"], raw.get("worker_cpu_ms_per_job")
+        table.append(Row("drain, one worker process", drain, base,
+                         ">= 60 % of bare arq, same work", met, "jobs/s"))  # fmt: skip
+        table.append(Row("  (raw arq, a no-op job)", raw.get("drain_per_s", math.nan),
+                         unit="jobs/s"))  # fmt: skip
+        cpu, base = full["worker_cpu_ms_per_job"], same.get("worker_cpu_ms_per_job")
         table.append(Row("worker CPU per job", cpu, base, unit="ms"))
-        targets = {"p50": 15, "p99": 50}
-        for run in ("latency", "latency_low"):
+        # (p50, p99) targets: 20/s on one worker, 200/s on two.
+        targets = {"latency_low": {"p50": 5, "p99": 25}, "latency": {"p99": 50}}
+        for run in ("latency_low", "latency"):
             ours, theirs = full[run], raw.get(run, {})
+            workers = "two workers" if run == "latency" else "one worker"
             for q in ("p50", "p95", "p99") if run == "latency" else ("p50", "p99"):
-                value, limit = ours[f"{q}_ms"], targets.get(q) if run == "latency" else None
-                name = f"submit -> completed {q} @ {ours['rate']:g}/s"
+                value, limit = ours[f"{q}_ms"], targets[run].get(q)
+                name = f"submit -> completed {q} @ {ours['rate']:g}/s, {workers}"
                 target, met = (f"<= {limit} ms", value <= limit) if limit else ("", None)
                 table.append(Row(name, value, theirs.get(f"{q}_ms"), target, met, "ms"))
         rate = full["submit_per_s"]
@@ -673,9 +736,10 @@ def main() -> int:
     parser.add_argument("--role", choices=["raw-worker", "mock"], help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mock-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "raw-worker":
-        run_raw_worker(args.redis_url, args.poll_delay, args.max_jobs)
+        run_raw_worker(args.redis_url, args.poll_delay, args.max_jobs, args.mock_url)
         return 0
     if args.role == "mock":
         run_mock(args.port)
