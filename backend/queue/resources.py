@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -23,6 +24,8 @@ from backend.store.eviction import check_eviction_policy
 from backend.store.inputs import QUEUE_EXPIRY_S, InputStore
 from backend.store.jobs import JobStore
 from backend.store.scripts import Scripts
+from backend.store.submissions import SubmitStore
+from backend.store.webhooks import WebhookStore
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +56,8 @@ class Resources:
     estimates: QueueEstimates
     upstream: Upstream
     inputs: InputStore
+    submissions: SubmitStore
+    webhooks: WebhookStore
     _closers: list[object] = field(default_factory=list)
 
     def position_announcer(self) -> PositionAnnouncer:
@@ -109,22 +114,25 @@ async def open_resources(settings: Settings) -> Resources:
         timeout_s=settings.cache.timeout_s,
         write_timeout_s=settings.cache.write_timeout_s,
     )
+    durability = Durability(
+        redis,
+        scripts,
+        min_replicas=settings.redis.min_replicas_ack,
+        timeout_ms=settings.redis.ack_timeout_ms,
+    )
+    # Both put jobs in arq's queue, a priority as an offset on the score.
+    queue: dict[str, Any] = {
+        "queue_name": settings.queue_name,
+        "aging_ms": int(settings.jobs.priority_aging_s * 1000),
+    }
     return Resources(
         settings=settings,
         redis=redis,
         cache_redis=cache_redis,
         scripts=scripts,
-        jobs=JobStore(
-            redis,
-            scripts,
-            queue_name=settings.queue_name,
-            durability=Durability(
-                redis,
-                scripts,
-                min_replicas=settings.redis.min_replicas_ack,
-                timeout_ms=settings.redis.ack_timeout_ms,
-            ),
-        ),
+        jobs=JobStore(redis, scripts, durability=durability, **queue),
+        submissions=SubmitStore(redis, scripts, durability=durability, **queue),
+        webhooks=WebhookStore(redis, scripts),
         cache=cache,
         estimates=QueueEstimates(
             redis, settings.limits, max_concurrency=settings.pixellab.max_concurrency
