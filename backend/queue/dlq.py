@@ -1,6 +1,6 @@
 """The dead-letter queue: list (newest first), read, requeue (one, or by filter), delete.
 
-Entries are written by ``finishJob-17.lua`` with a TTL (the retention), at most
+Entries are written by ``finishJob-18.lua`` with a TTL (the retention), at most
 ``SPRITEQ_JOBS__DLQ_MAX`` of them (the oldest dropped); the index ``sq:dlq`` is pruned by
 score on every write and of any entry found expired on read, so nothing here ever scans the
 keyspace: a bulk retry walks the index, which the cap bounds.

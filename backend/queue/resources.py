@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -120,18 +119,17 @@ async def open_resources(settings: Settings) -> Resources:
         min_replicas=settings.redis.min_replicas_ack,
         timeout_ms=settings.redis.ack_timeout_ms,
     )
-    # Both put jobs in arq's queue, a priority as an offset on the score.
-    queue: dict[str, Any] = {
-        "queue_name": settings.queue_name,
-        "aging_ms": int(settings.jobs.priority_aging_s * 1000),
-    }
+    # A priority is an offset on the job's score in arq's queue (lua/include/priority.lua).
+    aging_ms = int(settings.jobs.priority_aging_s * 1000)
+    jobs = JobStore(redis, scripts, queue_name=settings.queue_name, durability=durability,
+                    aging_ms=aging_ms)  # fmt: skip
     return Resources(
         settings=settings,
         redis=redis,
         cache_redis=cache_redis,
         scripts=scripts,
-        jobs=JobStore(redis, scripts, durability=durability, **queue),
-        submissions=SubmitStore(redis, scripts, durability=durability, **queue),
+        jobs=jobs,
+        submissions=SubmitStore(jobs),
         webhooks=WebhookStore(redis, scripts),
         cache=cache,
         estimates=QueueEstimates(

@@ -79,7 +79,12 @@ class JobStore:
         # With replicas, an admit and a finish wait for one (``store.durable``).
         self._durability = durability
 
-    async def _run_durable(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
+    async def run_durable(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
+        """Run a script; with replicas, also whether one acknowledged it in time."""
         if self._durability is None:
             return await self._scripts.run(name, keys, args), True
         outcome = await self._durability.run(name, keys, args)
@@ -109,7 +114,7 @@ class JobStore:
         time: the job may exist, and a retry within the dedup window returns it.
         """
         job_id, user = record.job_id, record.user
-        (code, found_id, inflight, *place), durable = await self._run_durable(
+        (code, found_id, inflight, *place), durable = await self.run_durable(
             "admitJob",
             [
                 keys.dedup(user, record.cache_key), keys.INFLIGHT, keys.user_inflight(user),
@@ -193,7 +198,7 @@ class JobStore:
         attempt holds the fence, but must not call PixelLab: it puts the job back).
         """
         job_id = read.job_id
-        (code, value), durable = await self._run_durable(
+        (code, value), durable = await self.run_durable(
             "startAttempt",
             [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id],
             [
@@ -273,7 +278,7 @@ class JobStore:
         job_id, hook = record.job_id, bool(record.callback_url)
         if hook:  # its delivery is due in the same step (``queue.webhooks`` delivers it)
             record = record.model_copy(update={"webhook": WebhookView()})
-        (code, *status), durable = await self._run_durable(
+        (code, *status), durable = await self.run_durable(
             "finishJob",
             [
                 keys.job(job_id), keys.events(job_id), keys.INFLIGHT, keys.ACTIVE,

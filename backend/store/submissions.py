@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 import structlog
 from arq.constants import job_key_prefix
 
@@ -19,10 +18,8 @@ from backend.errors import Unavailable
 from backend.models import JobRecord
 from backend.options import WebhookView
 from backend.store import keys
-from backend.store.durable import Durability
-from backend.store.jobs import EVENTS_MAXLEN, AdmitCode, json_text
+from backend.store.jobs import EVENTS_MAXLEN, AdmitCode, JobStore, json_text
 from backend.store.quotas import QUOTA_KEEP_S, quota_key
-from backend.store.scripts import Scripts
 
 log = structlog.get_logger(__name__)
 
@@ -43,20 +40,11 @@ class Group:
 
 
 class SubmitStore:
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        scripts: Scripts,
-        *,
-        queue_name: str,
-        durability: Durability | None = None,
-        aging_ms: int = 300_000,
-    ) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._queue_name = queue_name
-        self._durability = durability
-        self._aging_ms = aging_ms
+    """Beside ``JobStore``, whose Redis, queue, priority aging and durable runs it shares."""
+
+    def __init__(self, jobs: JobStore) -> None:
+        self._jobs = jobs
+        self._redis = jobs.redis
 
     async def admit_group(
         self,
@@ -81,7 +69,7 @@ class SubmitStore:
         args: list[object] = [
             int(first.created_at * 1000), per_user, capacity, arq_expires_ms, EVENTS_MAXLEN,
             keys.EVENTS_CHANNEL, user, slots, median_duration_s, keep_s, daily_quota,
-            QUOTA_KEEP_S, keys.WAKE_CHANNEL, self._aging_ms, json_text(group),
+            QUOTA_KEEP_S, keys.WAKE_CHANNEL, self._jobs.aging_ms, json_text(group),
             keep_s + arq_expires_ms // 1000, keys.job(""), job_key_prefix, keys.events(""),
             len(records),
         ]  # fmt: skip
@@ -89,15 +77,11 @@ class SubmitStore:
             args += [record.job_id, payload, json_text(record.to_fields()),
                      record.view().model_dump_json()]  # fmt: skip
         script_keys = [
-            keys.INFLIGHT, keys.user_inflight(user), self._queue_name, keys.user_jobs(user),
+            keys.INFLIGHT, keys.user_inflight(user), self._jobs.queue_name, keys.user_jobs(user),
             keys.INFLIGHT_USERS, keys.ACTIVE, quota_key(user, first.created_at),
             keys.group(group_id),
         ]  # fmt: skip
-        if self._durability is None:
-            reply, durable = await self._scripts.run("admitGroup", script_keys, args), True
-        else:
-            outcome = await self._durability.run("admitGroup", script_keys, args)
-            reply, durable = outcome.result, outcome.durable
+        reply, durable = await self._jobs.run_durable("admitGroup", script_keys, args)
         code, inflight, *flat = reply
         admission = GroupAdmission(
             AdmitCode(int(code)),
