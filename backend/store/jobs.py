@@ -58,7 +58,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def json_text(value: Any) -> str:
+def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -124,7 +124,7 @@ class JobStore:
             ],
             [
                 job_id, int(record.created_at * 1000), dedup_window_ms, per_user, capacity,
-                arq_payload, arq_expires_ms, json_text(record.to_fields()),
+                arq_payload, arq_expires_ms, _json(record.to_fields()),
                 record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, user,
                 "1" if from_dlq else "0", slots, median_duration_s, keep_s, daily_quota,
                 QUOTA_KEEP_S, keys.WAKE_CHANNEL, self.aging_ms,
@@ -203,7 +203,7 @@ class JobStore:
             [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id],
             [
                 Guard.rev(read.rev), token, worker_id, now_ms(), lease_ms,
-                json_text(started.to_fields("status", "stage", "progress", "attempts", "history",
+                _json(started.to_fields("status", "stage", "progress", "attempts", "history",
                                         "started_at", "stalls")),
                 started.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id,
             ],
@@ -223,7 +223,7 @@ class JobStore:
             "progressJob",
             [keys.job(record.job_id), keys.events(record.job_id)],
             [
-                Guard.fence(token), json_text(record.to_fields(*fields)),
+                Guard.fence(token), _json(record.to_fields(*fields)),
                 record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL,
                 record.job_id,
             ],
@@ -248,7 +248,7 @@ class JobStore:
              self.queue_name],
             [
                 Guard.fence(token), now, now + int(defer_s * 1000),
-                json_text(record.to_fields(*fields)), record.view().model_dump_json(),
+                _json(record.to_fields(*fields)), record.view().model_dump_json(),
                 EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id, slots, median_duration_s,
                 keys.WAKE_CHANNEL, self.aging_ms,
             ],
@@ -291,12 +291,12 @@ class JobStore:
             ],
             [
                 guard, job_id, now_ms(),
-                json_text(record.to_fields("status", "stage", "progress", "finished_at", "error",
+                _json(record.to_fields("status", "stage", "progress", "finished_at", "error",
                                        "result", "attempts", "failures", "history", "cached",
                                        *(("webhook",) if hook else ()))),
                 record.status.value, record.view().model_dump_json(), EVENTS_MAXLEN,
                 keys.EVENTS_CHANNEL, keep_s, "" if duration_s is None else f"{duration_s:.3f}",
-                "" if dead_letter is None else json_text(dead_letter.entry),
+                "" if dead_letter is None else _json(dead_letter.entry),
                 0 if dead_letter is None else dead_letter.retention_s,
                 0 if dead_letter is None else dead_letter.max_entries, keys.dlq_entry(""),
                 "1" if hook else "", keys.WAKE_CHANNEL,
@@ -352,7 +352,7 @@ class JobStore:
             await self._scripts.run(
                 "releaseFlight",
                 [keys.flight(cache_key), keys.flight_outcome(cache_key)],
-                [token, "" if outcome is None else json_text(outcome), keep_ms],
+                [token, "" if outcome is None else _json(outcome), keep_ms],
             )
         )
 

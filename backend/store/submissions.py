@@ -18,10 +18,14 @@ from backend.errors import Unavailable
 from backend.models import JobRecord
 from backend.options import WebhookView
 from backend.store import keys
-from backend.store.jobs import EVENTS_MAXLEN, AdmitCode, JobStore, json_text
+from backend.store.jobs import EVENTS_MAXLEN, AdmitCode, JobStore
 from backend.store.quotas import QUOTA_KEEP_S, quota_key
 
 log = structlog.get_logger(__name__)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,12 @@ class SubmitStore:
         args: list[object] = [
             int(first.created_at * 1000), per_user, capacity, arq_expires_ms, EVENTS_MAXLEN,
             keys.EVENTS_CHANNEL, user, slots, median_duration_s, keep_s, daily_quota,
-            QUOTA_KEEP_S, keys.WAKE_CHANNEL, self._jobs.aging_ms, json_text(group),
+            QUOTA_KEEP_S, keys.WAKE_CHANNEL, self._jobs.aging_ms, _json(group),
             keep_s + arq_expires_ms // 1000, keys.job(""), job_key_prefix, keys.events(""),
             len(records),
         ]  # fmt: skip
         for record, payload in zip(records, payloads, strict=True):
-            args += [record.job_id, payload, json_text(record.to_fields()),
+            args += [record.job_id, payload, _json(record.to_fields()),
                      record.view().model_dump_json()]  # fmt: skip
         script_keys = [
             keys.INFLIGHT, keys.user_inflight(user), self._jobs.queue_name, keys.user_jobs(user),
