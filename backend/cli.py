@@ -133,7 +133,8 @@ def _token_create(args: argparse.Namespace) -> int:
 
     async def create(resources: Any) -> str:
         store = TokenStore(resources.redis)
-        return await store.create(args.user, admin=args.admin, expires_in_s=expires_in_s)
+        return await store.create(args.user, admin=args.admin, expires_in_s=expires_in_s,
+                                  high_priority=args.priority == "high")  # fmt: skip
 
     print(asyncio.run(_with_resources(create)))
     return 0
@@ -279,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true")
     create.add_argument("--expires-days", type=_positive_int, default=None,
                         help="the token stops working after N days")  # fmt: skip
+    create.add_argument("--priority", choices=("normal", "high"), default="normal",
+                        help="high: it may submit high-priority jobs")  # fmt: skip
     create.set_defaults(run=_token_create)
     listing = token.add_parser("list", help="tokens: id, user, admin, created, last used")
     listing.add_argument("--user", default=None, help="only this user's tokens")

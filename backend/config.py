@@ -137,6 +137,42 @@ class JobSettings(BaseModel):
     # How often waiting jobs' positions and waits are refreshed and pushed to their streams
     # (once per interval across all processes; see backend.limits.positions).
     position_interval_s: float = Field(1.0, gt=0)
+    priority_aging_s: float = Field(
+        300.0,
+        gt=0,
+        description="A waiting job moves up one priority level (low, normal, high) each time "
+        "it has waited this long, so nothing starves: a high job runs before normal ones up "
+        "to this much older than it.",
+    )
+
+
+class WebhookSettings(BaseModel):
+    secret: SecretStr | None = Field(
+        None,
+        description="Signs every delivery (`X-Spritequeue-Signature`, HMAC-SHA256). Unset: a "
+        "submission with a `callback_url` is a 422.",
+    )
+    allow_http_hosts: str = Field(
+        "",
+        description="Comma-separated hosts (names or addresses) a `callback_url` may reach "
+        "over plain `http`, or at a private, loopback or link-local address; everything "
+        "else must be `https` to a public address.",
+    )
+    backoff_base_s: float = Field(
+        5.0, gt=0, description="First wait between delivery attempts; doubles each time."
+    )
+    backoff_max_s: float = Field(
+        3600.0, gt=0, description="Longest wait between delivery attempts (±10 % jitter)."
+    )
+    max_age_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Attempts stop this long after the job ended; the delivery is then `failed`.",
+    )
+    timeout_s: float = Field(10.0, gt=0, description="One delivery attempt's HTTP timeout.")
+
+    def http_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.allow_http_hosts.split(",") if h.strip())
 
 
 class WorkerSettings(BaseModel):
@@ -210,6 +246,7 @@ class Settings(BaseSettings):
     sse: SSESettings = SSESettings()
     auth: AuthSettings = AuthSettings()
     server: ServerSettings = ServerSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     def __repr_args__(self) -> Any:
         # The Redis URLs stay plain strings (every client takes one), so their passwords are

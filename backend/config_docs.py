@@ -39,6 +39,7 @@ SECTIONS: dict[str, str] = {
     "sse": "Server-Sent Events (`sse`)",
     "auth": "Token look-ups (`auth`)",
     "server": "The API's HTTP server, uvicorn (`server`)",
+    "webhooks": "Webhook deliveries (`webhooks`)",
 }
 
 # Meaning, then when to change it. Keyed by environment name.

@@ -11,6 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from backend.errors import ErrorType
 from backend.inputs import ImageInput
+from backend.options import Priority, SubmitOptions, WebhookView
+from backend.queue_state import AdminUpstreamView as AdminUpstreamView  # moved; re-exported
+from backend.queue_state import BalanceView as BalanceView
+from backend.queue_state import QueueState as QueueState
+from backend.queue_state import QueueView as QueueView
+from backend.queue_state import UpstreamState as UpstreamState
+from backend.queue_state import UpstreamView as UpstreamView
 
 _WHITESPACE = re.compile(r"\s+")
 # Control characters a prompt may not carry: all but tab and newline (CR only as CRLF).
@@ -81,9 +88,9 @@ class ImageSize(BaseModel):
         return self
 
 
-class GenerationRequest(BaseModel):
+class GenerationRequest(SubmitOptions):
     """What every operation's request shares: strict shapes, text and enum normalization, and
-    our own ``timeout_s``.
+    our own ``timeout_s`` and queue options (``backend.options``).
 
     Validators normalize as they validate (whitespace collapsed, enums lower-cased), so a
     validated request is already in canonical shape; ``backend.normalize`` serialises it.
@@ -235,56 +242,15 @@ class JobView(BaseModel):
     finished_at: float | None = None
     error: ErrorInfo | None = None
     result: ResultInfo | None = None
+    priority: Priority = Priority.NORMAL
+    group_id: str | None = None
+    webhook: WebhookView | None = None
     position: int | None = Field(
         None, description="While queued: 1 = next to start. Refreshed about once a second."
     )
     estimated_wait_s: float | None = Field(
         None, description="While queued: seconds until it is likely to start."
     )
-
-
-class QueueState(StrEnum):
-    OK = "ok"
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-
-class UpstreamState(StrEnum):
-    OK = "ok"
-    THROTTLED = "throttled"  # 429s: fewer calls at once for a while
-    PAUSED = "paused"  # 401/402: no calls until a probe or an admin resumes
-
-
-class UpstreamView(BaseModel):
-    """PixelLab's state as the service sees it."""
-
-    state: UpstreamState = UpstreamState.OK
-    reason: str | None = Field(None, description="auth, insufficient_credits or rate_limited")
-    since: float | None = Field(None, description="unix time of the last change")
-
-
-class BalanceView(BaseModel):
-    """PixelLab's credit as a worker last read it (``GET /balance``)."""
-
-    usd: float = Field(description="remaining credit in USD")
-    checked_at: float = Field(description="unix time of the read")
-
-
-class AdminUpstreamView(UpstreamView):
-    """PixelLab's state with the account's balance, for admins."""
-
-    balance: BalanceView | None = Field(
-        None, description="the last balance a worker read; null before the first read"
-    )
-
-
-class QueueView(BaseModel):
-    waiting: int
-    active: int
-    capacity: int
-    state: QueueState
-    estimated_wait_s: float
-    upstream: UpstreamView = UpstreamView()
 
 
 class ErrorBody(BaseModel):
@@ -296,7 +262,7 @@ class ErrorBody(BaseModel):
     error: Detail
 
 
-_JSON_FIELDS = ("request", "history", "error", "result")
+_JSON_FIELDS = ("request", "history", "error", "result", "webhook")
 _TEXT_FIELDS = ("fence", "worker")  # "" is a value there, not a missing one
 
 
@@ -332,6 +298,10 @@ class JobRecord(BaseModel):
     stalls: int = 0
     # Seconds 429s have deferred this job in all (capped by pixellab.throttle_max_wait_s).
     throttled_s: float = 0.0
+    priority: Priority = Priority.NORMAL  # an offset on its score in arq's queue
+    group_id: str | None = None  # the variants it was submitted with (``store.groups``)
+    callback_url: str | None = None
+    webhook: WebhookView | None = None  # its delivery, once final (``queue.webhooks``)
     # Where a queued job waits, written by the scripts that place it (admitJob, and
     # announcePositions while it waits); cleared by every later change of state.
     position: int | None = None
@@ -388,7 +358,7 @@ class JobRecord(BaseModel):
             mode="json",
             include={"job_id", "user", "cache_key", "request", "timeout_s", "error",
                      "attempts", "failures", "stalls", "history", "created_at",
-                     "request_id"},
+                     "request_id", "callback_url", "group_id"},
         )  # fmt: skip
         entry["failed_at"] = failed_at
         return entry
@@ -409,6 +379,9 @@ class JobRecord(BaseModel):
             finished_at=self.finished_at,
             error=self.error,
             result=self.result,
+            priority=self.priority,
+            group_id=self.group_id,
+            webhook=self.webhook,
             position=self.position if queued else None,
             estimated_wait_s=self.estimated_wait_s if queued else None,
             **extra,

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 # Fields that steer how we run the job, not what PixelLab draws.
-_NOT_IN_KEY = frozenset({"timeout_s"})
+_NOT_IN_KEY = frozenset({"timeout_s", "priority", "callback_url", "variants"})
 # Numbers that PixelLab reads as floats: 8 and 8.0 must give the same key.
 _FLOATS = frozenset({"text_guidance_scale", "image_guidance_scale", "guidance_scale",
                      "skeleton_guidance_scale", "coverage_percentage"})  # fmt: skip

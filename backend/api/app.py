@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from backend.aio import cancel_and_wait, run_every
 from backend.api.context import RequestContext
 from backend.api.errors import EXCEPTION_HANDLERS
-from backend.api.routes import admin, docs, events, jobs, pages, system, upstream
+from backend.api.routes import admin, docs, events, groups, jobs, pages, system, upstream
 from backend.config import Settings, check_api_settings
 from backend.logs import configure_logging
 from backend.observability import queue_registry
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=[
             *jobs.routes,
+            *groups.routes,
             *events.routes,
             *system.routes,
             *admin.routes,

@@ -25,6 +25,14 @@ class JobList(BaseModel):
     items: list[JobView]
 
 
+class GroupView(BaseModel):
+    """A submission's variants (``variants`` > 1): ``POST /v1/jobs`` (202) and
+    ``GET /v1/groups/{group_id}``; the jobs in seed order."""
+
+    group_id: str
+    jobs: list[JobView]
+
+
 class FieldProblem(BaseModel):
     field: str = Field(description="dotted path of the bad field, e.g. `image_size.width`")
     reason: str
@@ -59,6 +67,8 @@ class DlqEntry(BaseModel):
     created_at: float
     request_id: str | None
     failed_at: float
+    callback_url: str | None = Field(None, description="where its final state is delivered")
+    group_id: str | None = Field(None, description="the variants it was submitted with")
 
 
 class DlqPage(BaseModel):

@@ -1,6 +1,6 @@
 """The dead-letter queue: list (newest first), read, requeue (one, or by filter), delete.
 
-Entries are written by ``finishJob-17.lua`` with a TTL (the retention), at most
+Entries are written by ``finishJob-18.lua`` with a TTL (the retention), at most
 ``SPRITEQ_JOBS__DLQ_MAX`` of them (the oldest dropped); the index ``sq:dlq`` is pruned by
 score on every write and of any entry found expired on read, so nothing here ever scans the
 keyspace: a bulk retry walks the index, which the cap bounds.
@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from backend.errors import NotFound, QueueFull
 from backend.models import JobRecord, JobStatus, Stage
+from backend.options import Priority
 from backend.queue.producer import Producer, Submission
 from backend.store import keys
 
@@ -88,6 +89,10 @@ class DeadLetters:
             progress=0,
             created_at=time.time(),
             request_id=entry.get("request_id"),
+            # An admin's retry runs next: the failure already cost its user a long wait.
+            priority=Priority.HIGH,
+            callback_url=entry.get("callback_url"),
+            group_id=entry.get("group_id"),
         )
         return await self._producer.enqueue(record, from_dlq=True)
 

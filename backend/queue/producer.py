@@ -6,6 +6,7 @@ script writes arq's job key and queue entry itself, in the same step that takes 
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,7 +17,14 @@ from arq.jobs import serialize_job
 from backend import metrics
 from backend.cache import CachedImage, ImageInfo
 from backend.config import Settings
-from backend.errors import NotFound, QueueFull, QuotaExceeded, RateLimited, UserLimit
+from backend.errors import (
+    InvalidRequest,
+    NotFound,
+    QueueFull,
+    QuotaExceeded,
+    RateLimited,
+    UserLimit,
+)
 from backend.models import (
     FrameSize,
     GenerationRequest,
@@ -41,10 +49,19 @@ TASK_NAME = "generate_sprite"
 ARQ_EXPIRES_MS = 24 * 3600 * 1000
 
 
+MAX_SEED = 2**32 - 1
+
+
 @dataclass(frozen=True)
 class Submission:
     view: JobView
     created: bool  # False when deduplicated
+
+
+@dataclass(frozen=True)
+class GroupSubmission:
+    group_id: str
+    views: list[JobView]
 
 
 def result_info(job_id: str, image: CachedImage | ImageInfo) -> ResultInfo:
@@ -84,7 +101,11 @@ class Producer:
             )
 
     def new_record(
-        self, user: str, request: GenerationRequest, request_id: str | None
+        self,
+        user: str,
+        request: GenerationRequest,
+        request_id: str | None,
+        group_id: str | None = None,
     ) -> JobRecord:
         return JobRecord(
             job_id=uuid.uuid4().hex,
@@ -97,6 +118,9 @@ class Producer:
             progress=0,
             created_at=time.time(),
             request_id=request_id,
+            priority=request.priority,
+            callback_url=request.callback_url,
+            group_id=group_id,
         )
 
     async def submit(
@@ -132,15 +156,12 @@ class Producer:
         image = await self._res.cache.describe(record.cache_key)  # the PNG stays in Redis
         if image is not None:
             return Submission(await self._record_cache_hit(record, image), created=True)
-        await self._res.jobs.count_cache_miss()
+        await self._res.submissions.count_cache_miss()
         return await self.enqueue(record)
 
     async def enqueue(self, record: JobRecord, *, from_dlq: bool = False) -> Submission:
         limits = self._settings.limits
-        payload = serialize_job(
-            TASK_NAME, (record.job_id,), {}, None, int(record.created_at * 1000),
-            serializer=serialize,
-        )  # fmt: skip
+        payload = self._payload(record)
         rates = await self._res.estimates.rates()
         admission = await self._res.jobs.admit(
             record,
@@ -157,24 +178,7 @@ class Producer:
             daily_quota=0 if from_dlq else limits.daily_generations,
         )
         code = admission.code
-        if code is AdmitCode.QUOTA_EXCEEDED:
-            metrics.JOBS_SUBMITTED.labels("quota_exceeded").inc()
-            raise QuotaExceeded(
-                f"the daily quota of {limits.daily_generations} generations is used up; "
-                "it resets at midnight UTC",
-                retry_after_s=seconds_to_utc_midnight(time.time()),
-            )
-        if code is AdmitCode.QUEUE_FULL:
-            metrics.JOBS_SUBMITTED.labels("queue_full").inc()
-            retry = await self._res.estimates.retry_after_s(user_limit=False)
-            raise QueueFull("the queue is full; try again later", retry_after_s=retry)
-        if code is AdmitCode.USER_LIMIT:
-            metrics.JOBS_SUBMITTED.labels("user_limit").inc()
-            retry = await self._res.estimates.retry_after_s(user_limit=True, user=record.user)
-            raise UserLimit(
-                f"you already have {limits.per_user} jobs queued or running",
-                retry_after_s=retry,
-            )
+        await self._refuse(code, record.user)
         if code is AdmitCode.NOT_FOUND:
             raise NotFound("no such dead-letter entry")
         deduplicated = code is AdmitCode.DEDUPLICATED
@@ -191,6 +195,86 @@ class Producer:
         log.info("job_enqueued", job_id=record.job_id, position=admission.position, cache="miss")
         return Submission(placed.view(), created=True)
 
+    async def _refuse(self, code: AdmitCode, user: str) -> None:
+        """Raise the refusal an admission's ``code`` means, if it is one: QuotaExceeded,
+        QueueFull or UserLimit, each with its Retry-After."""
+        limits = self._settings.limits
+        if code is AdmitCode.QUOTA_EXCEEDED:
+            metrics.JOBS_SUBMITTED.labels("quota_exceeded").inc()
+            raise QuotaExceeded(
+                f"the daily quota of {limits.daily_generations} generations is used up; "
+                "it resets at midnight UTC",
+                retry_after_s=seconds_to_utc_midnight(time.time()),
+            )
+        if code is AdmitCode.QUEUE_FULL:
+            metrics.JOBS_SUBMITTED.labels("queue_full").inc()
+            retry = await self._res.estimates.retry_after_s(user_limit=False)
+            raise QueueFull("the queue is full; try again later", retry_after_s=retry)
+        if code is AdmitCode.USER_LIMIT:
+            metrics.JOBS_SUBMITTED.labels("user_limit").inc()
+            retry = await self._res.estimates.retry_after_s(user_limit=True, user=user)
+            raise UserLimit(
+                f"you already have {limits.per_user} jobs queued or running",
+                retry_after_s=retry,
+            )
+
+    async def submit_group(
+        self, user: str, request: GenerationRequest, *, request_id: str | None = None
+    ) -> GroupSubmission:
+        """``request.variants`` jobs with consecutive seeds (from ``seed``, or a random one),
+        admitted all or none (``admitGroup``). No dedup window and no cache look-up: each
+        variant is a job of its own (a variant already drawn costs no call, as the worker
+        finds it in the cache). Raises what ``submit`` raises, and InvalidRequest when the
+        seeds would pass 2**32 - 1.
+        """
+        count = request.variants
+        seed: int | None = getattr(request, "seed", None)
+        base = seed if seed is not None else random.randint(0, MAX_SEED - count + 1)
+        if base + count - 1 > MAX_SEED:
+            reason = f"with {count} variants, seed may be at most {MAX_SEED - count + 1}"
+            raise InvalidRequest(f"seed: {reason}", details=[{"field": "seed", "reason": reason}])
+        await self.check_rate(user)
+        if next(image_items(request), None) is not None:
+            request = await self._inputs.resolve(request, user)
+        group_id = uuid.uuid4().hex
+        records = [
+            self.new_record(
+                user, request.model_copy(update={"seed": base + i}), request_id, group_id
+            )
+            for i in range(count)
+        ]
+        limits = self._settings.limits
+        rates = await self._res.estimates.rates()
+        admission = await self._res.submissions.admit_group(
+            group_id,
+            records,
+            [self._payload(record) for record in records],
+            arq_expires_ms=ARQ_EXPIRES_MS,
+            per_user=limits.per_user,
+            capacity=limits.queue_capacity,
+            slots=rates.slots,
+            median_duration_s=rates.median_duration_s,
+            keep_s=self._settings.jobs.keep_finished_s,
+            daily_quota=limits.daily_generations,
+        )
+        await self._refuse(admission.code, user)
+        metrics.JOBS_SUBMITTED.labels("accepted").inc(count)
+        views = [
+            record.model_copy(update={"position": position, "estimated_wait_s": wait}).view()
+            for record, (position, wait) in zip(records, admission.places, strict=True)
+        ]
+        log.info("group_enqueued", group_id=group_id, jobs=count, cache="miss")
+        return GroupSubmission(group_id, views)
+
+    @staticmethod
+    def _payload(record: JobRecord) -> bytes:
+        """arq's own serialized job, written by the admit scripts."""
+        payload: bytes = serialize_job(
+            TASK_NAME, (record.job_id,), {}, None, int(record.created_at * 1000),
+            serializer=serialize,
+        )  # fmt: skip
+        return payload
+
     async def _record_cache_hit(self, record: JobRecord, image: ImageInfo) -> JobView:
         now = time.time()
         done = record.finished_as(
@@ -200,7 +284,8 @@ class Producer:
             started_at=now,
             result=result_info(record.job_id, image),
         )
-        await self._res.jobs.record_finished(done, keep_s=self._settings.jobs.keep_finished_s)
+        keep_s = self._settings.jobs.keep_finished_s
+        await self._res.submissions.record_finished(done, keep_s=keep_s)
         metrics.JOBS_SUBMITTED.labels("cache_hit").inc()
         log.info("job_served_from_cache", job_id=record.job_id, cache="hit")
         return done.view()

@@ -23,6 +23,8 @@ from backend.store.eviction import check_eviction_policy
 from backend.store.inputs import QUEUE_EXPIRY_S, InputStore
 from backend.store.jobs import JobStore
 from backend.store.scripts import Scripts
+from backend.store.submissions import SubmitStore
+from backend.store.webhooks import WebhookStore
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +55,8 @@ class Resources:
     estimates: QueueEstimates
     upstream: Upstream
     inputs: InputStore
+    submissions: SubmitStore
+    webhooks: WebhookStore
     _closers: list[object] = field(default_factory=list)
 
     def position_announcer(self) -> PositionAnnouncer:
@@ -109,22 +113,24 @@ async def open_resources(settings: Settings) -> Resources:
         timeout_s=settings.cache.timeout_s,
         write_timeout_s=settings.cache.write_timeout_s,
     )
+    durability = Durability(
+        redis,
+        scripts,
+        min_replicas=settings.redis.min_replicas_ack,
+        timeout_ms=settings.redis.ack_timeout_ms,
+    )
+    # A priority is an offset on the job's score in arq's queue (lua/include/priority.lua).
+    aging_ms = int(settings.jobs.priority_aging_s * 1000)
+    jobs = JobStore(redis, scripts, queue_name=settings.queue_name, durability=durability,
+                    aging_ms=aging_ms)  # fmt: skip
     return Resources(
         settings=settings,
         redis=redis,
         cache_redis=cache_redis,
         scripts=scripts,
-        jobs=JobStore(
-            redis,
-            scripts,
-            queue_name=settings.queue_name,
-            durability=Durability(
-                redis,
-                scripts,
-                min_replicas=settings.redis.min_replicas_ack,
-                timeout_ms=settings.redis.ack_timeout_ms,
-            ),
-        ),
+        jobs=jobs,
+        submissions=SubmitStore(jobs),
+        webhooks=WebhookStore(redis, scripts),
         cache=cache,
         estimates=QueueEstimates(
             redis, settings.limits, max_concurrency=settings.pixellab.max_concurrency

@@ -2,7 +2,8 @@
 
 The scripts that make work available publish on ``sq:wake``: ``admitJob`` (a new job),
 ``requeueJob`` (a job back in the queue) and ``releasePermit`` (a PixelLab call permit
-freed for a job that waited for one). Each worker keeps one subscription and an
+freed for a job that waited for one), and ``finishJob`` for a job whose webhook is due (its
+listener wakes the deliverer, ``queue.webhooks``). Each worker keeps one subscription and an
 ``asyncio.Event``; its poll loop, when the last poll found nothing to start, waits on it,
 for at most the fallback interval or until the next deferred job is due.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import structlog
@@ -34,12 +36,17 @@ class Wakeups:
         self._redis = redis
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="wakeups")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Also call ``listener`` on every message (the webhook deliverer's wake-up)."""
+        self._listeners.append(listener)
 
     def set(self) -> None:
         """Wake the worker from within the process (a slot freed)."""
@@ -69,6 +76,8 @@ class Wakeups:
                         # "subscribe" too: (re)subscribed, so anything published meanwhile
                         # was missed.
                         self._event.set()
+                        for listener in self._listeners:
+                            listener()
             except (RedisError, OSError) as exc:
                 log.debug("wakeups_lost", error=type(exc).__name__)
             finally:

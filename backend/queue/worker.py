@@ -15,6 +15,8 @@ Besides arq's own loop, each worker keeps six small background loops:
   across the deployment, resuming when it answers with credit (see ``limits.upstream``).
 - **balance**: ``GET /balance`` once per ``balance_interval_s`` across the deployment,
   recorded in Redis for the admin page (the API never calls PixelLab).
+And one more, woken by ``sq:wake``: **webhooks**, the deliveries of finished jobs'
+callbacks (see ``queue.webhooks``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
+import httpx
 import structlog
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
@@ -45,6 +49,7 @@ from backend.queue.runner import JobRunner
 from backend.queue.serializer import deserialize, serialize
 from backend.queue.tasks import generate_sprite
 from backend.queue.wakeups import Wakeups
+from backend.queue.webhooks import WebhookDeliverer
 from backend.store import keys
 from backend.store.claims import claim_job
 from backend.store.connect import arq_settings
@@ -90,6 +95,10 @@ class WorkerLoops:
             (self.settings.pixellab.balance_interval_s, self.read_balance),
         ):
             self._tasks.append(asyncio.create_task(run_every(every, step), name=step.__name__))
+
+    def add_task(self, loop: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run another background loop, stopped with the others."""
+        self._tasks.append(asyncio.create_task(loop, name=name))
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
@@ -312,10 +321,16 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             resources, runner, max_jobs=settings.worker.max_jobs, worker_id=worker_id
         )
         wakeups = Wakeups(resources.redis)
+        hooks_http = httpx.AsyncClient(follow_redirects=False)
+        deliverer = WebhookDeliverer(resources.jobs, resources.webhooks, hooks_http,
+                                     settings.webhooks)  # fmt: skip
+        wakeups.add_listener(deliverer.wake)
         wakeups.start()
-        ctx.update(resources=resources, http=http, loops=loops, runner=runner, wakeups=wakeups)
+        ctx.update(resources=resources, http=http, loops=loops, runner=runner, wakeups=wakeups,
+                   hooks_http=hooks_http)  # fmt: skip
         await loops.heartbeat()
         loops.start()
+        loops.add_task(deliverer.run(), name="webhooks")
         log.info("worker_started", worker_id=loops.worker_id, max_jobs=loops.max_jobs)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -324,6 +339,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             await ctx["wakeups"].stop()
             await ctx["loops"].stop()
             await ctx["http"].aclose()
+            await ctx["hooks_http"].aclose()
             await ctx["resources"].close()
         log.info("worker_stopped")
 

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from backend import metrics
 from backend.errors import Unavailable
 from backend.models import JobRecord
+from backend.options import WebhookView
 from backend.store import keys
 from backend.store.durable import Durability
 from backend.store.quotas import QUOTA_KEEP_S, quota_key
@@ -69,14 +70,21 @@ class JobStore:
         *,
         queue_name: str,
         durability: Durability | None = None,
+        aging_ms: int = 300_000,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
         self.queue_name = queue_name
+        self.aging_ms = aging_ms  # a priority level's offset in arq's queue (include/priority)
         # With replicas, an admit and a finish wait for one (``store.durable``).
         self._durability = durability
 
-    async def _run_durable(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
+    async def run_durable(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
+        """Run a script; with replicas, also whether one acknowledged it in time."""
         if self._durability is None:
             return await self._scripts.run(name, keys, args), True
         outcome = await self._durability.run(name, keys, args)
@@ -106,7 +114,7 @@ class JobStore:
         time: the job may exist, and a retry within the dedup window returns it.
         """
         job_id, user = record.job_id, record.user
-        (code, found_id, inflight, *place), durable = await self._run_durable(
+        (code, found_id, inflight, *place), durable = await self.run_durable(
             "admitJob",
             [
                 keys.dedup(user, record.cache_key), keys.INFLIGHT, keys.user_inflight(user),
@@ -119,7 +127,7 @@ class JobStore:
                 arq_payload, arq_expires_ms, _json(record.to_fields()),
                 record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, user,
                 "1" if from_dlq else "0", slots, median_duration_s, keep_s, daily_quota,
-                QUOTA_KEEP_S, keys.WAKE_CHANNEL,
+                QUOTA_KEEP_S, keys.WAKE_CHANNEL, self.aging_ms,
             ],
         )  # fmt: skip
         admission = Admission(AdmitCode(int(code)), _text(found_id), int(inflight))
@@ -190,7 +198,7 @@ class JobStore:
         attempt holds the fence, but must not call PixelLab: it puts the job back).
         """
         job_id = read.job_id
-        (code, value), durable = await self._run_durable(
+        (code, value), durable = await self.run_durable(
             "startAttempt",
             [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id],
             [
@@ -247,7 +255,7 @@ class JobStore:
                 Guard.fence(token), now, now + int(defer_s * 1000),
                 _json(record.to_fields(*fields)), record.view().model_dump_json(),
                 EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id, slots, median_duration_s,
-                keys.WAKE_CHANNEL,
+                keys.WAKE_CHANNEL, self.aging_ms,
             ],
         )  # fmt: skip
         if not int(code):
@@ -272,8 +280,10 @@ class JobStore:
         acknowledged by one in time is logged and kept: its image is cached, so a rerun
         after a failover costs no PixelLab call.
         """
-        job_id = record.job_id
-        (code, *status), durable = await self._run_durable(
+        job_id, hook = record.job_id, bool(record.callback_url)
+        if hook:  # its delivery is due in the same step (``queue.webhooks`` delivers it)
+            record = record.model_copy(update={"webhook": WebhookView()})
+        (code, *status), durable = await self.run_durable(
             "finishJob",
             [
                 keys.job(job_id), keys.events(job_id), keys.INFLIGHT, keys.ACTIVE,
@@ -282,16 +292,19 @@ class JobStore:
                 keys.dedup(record.user, record.cache_key), job_key_prefix + job_id,
                 in_progress_key_prefix + job_id, retry_key_prefix + job_id, self.queue_name,
                 abort_jobs_ss, quota_key(record.user, record.created_at), keys.STATS,
+                keys.WEBHOOKS,
             ],
             [
                 guard, job_id, now_ms(),
                 _json(record.to_fields("status", "stage", "progress", "finished_at", "error",
-                                       "result", "attempts", "failures", "history", "cached")),
+                                       "result", "attempts", "failures", "history", "cached",
+                                       *(("webhook",) if hook else ()))),
                 record.status.value, record.view().model_dump_json(), EVENTS_MAXLEN,
                 keys.EVENTS_CHANNEL, keep_s, "" if duration_s is None else f"{duration_s:.3f}",
                 "" if dead_letter is None else _json(dead_letter.entry),
                 0 if dead_letter is None else dead_letter.retention_s,
                 0 if dead_letter is None else dead_letter.max_entries, keys.dlq_entry(""),
+                "1" if hook else "", keys.WAKE_CHANNEL,
             ],
         )  # fmt: skip
         if not durable and int(code) == Written.APPLIED:
@@ -373,31 +386,6 @@ class JobStore:
     async def worker_alive(self, worker_id: str) -> bool:
         """Whether a worker still sends heartbeats (its key expires a few beats after)."""
         return bool(worker_id) and bool(await self._redis.exists(keys.worker(worker_id)))
-
-    async def record_finished(self, record: JobRecord, *, keep_s: int) -> None:
-        """Store a job that never queued (a cache hit) with its final event, in one MULTI."""
-        job_id = record.job_id
-        data = record.view().model_dump_json()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(job_id), mapping=record.to_fields())
-            pipe.expire(keys.job(job_id), keep_s)
-            pipe.zadd(keys.user_jobs(record.user), {job_id: int(record.created_at * 1000)})
-            pipe.zremrangebyrank(keys.user_jobs(record.user), 0, -101)
-            pipe.expire(keys.user_jobs(record.user), keep_s)
-            pipe.xadd(
-                keys.events(job_id),
-                {"event": record.status.value, "data": data},
-                maxlen=EVENTS_MAXLEN,
-                approximate=True,
-            )
-            pipe.expire(keys.events(job_id), keep_s)
-            if record.cached:
-                pipe.hincrby(keys.STATS, "cache_hits", 1)
-            await pipe.execute()
-
-    async def count_cache_miss(self) -> None:
-        """Submission-level misses, exact across API processes (hits: ``record_finished``)."""
-        await self._redis.hincrby(keys.STATS, "cache_misses", 1)  # type: ignore[misc]
 
     async def user_job_ids(self, user: str, limit: int = 50) -> list[str]:
         ids = await self._redis.zrevrange(keys.user_jobs(user), 0, limit - 1)

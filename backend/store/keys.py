@@ -30,6 +30,8 @@ PROBE_TICK = PREFIX + "probe-tick"  # held for one probe interval by the process
 # PixelLab's balance as last read by a worker: a hash {usd, checked_at}, for the admin page.
 BALANCE = PREFIX + "balance"
 BALANCE_TICK = PREFIX + "balance-tick"  # held for one balance interval by the process reading
+# zset job_id -> when its webhook delivery is due (ms); a claimed one: its lease's end.
+WEBHOOKS = PREFIX + "webhooks"
 
 
 def job(job_id: str) -> str:
@@ -112,3 +114,8 @@ def auth_failures(address: str, minute: int) -> str:
 def input_image(sha256: str) -> str:
     """An input image's PNG bytes, named by their SHA-256 (``store.inputs``)."""
     return f"{PREFIX}input:{sha256}"
+
+
+def group(group_id: str) -> str:
+    """A submission's variants: JSON {user, jobs, created_at} (``store.submissions``)."""
+    return f"{PREFIX}group:{group_id}"

@@ -1,7 +1,8 @@
 """API tokens: created once, shown once, stored only as their SHA-256; listed and revoked by id.
 
 A token's record is the hash ``sq:token:{sha256}`` with one field per attribute (``id``,
-``user``, ``admin``, ``created_at``, ``expires_at``), so a new attribute is one more field.
+``user``, ``admin``, ``created_at``, ``expires_at``, ``priority``: ``high`` when it may submit
+high-priority jobs), so a new attribute is one more field.
 Two indexes make listing and revoking possible without scanning the keyspace:
 ``sq:tokens`` (id -> ``{"hash", "user"}``) and ``sq:user:{user}:tokens`` (the user's ids).
 Every change to a record and its indexes is one MULTI block. An expiring token's record also
@@ -37,6 +38,11 @@ LAST_USED_EVERY_S = 60.0  # `last used` is exact to a minute: one write per toke
 class Principal:
     user: str
     admin: bool
+    high_priority: bool = False  # may submit ``priority: high`` (admins always may)
+
+    @property
+    def may_submit_high(self) -> bool:
+        return self.admin or self.high_priority
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class TokenInfo:
     created_at: float
     expires_at: float | None
     last_used_at: float | None
+    priority: str = "normal"  # the highest priority it may submit
 
     @classmethod
     def from_fields(cls, fields: dict[str, str], last_used_at: float | None) -> TokenInfo:
@@ -60,6 +67,7 @@ class TokenInfo:
             created_at=float(fields["created_at"]),
             expires_at=float(expires) if expires else None,
             last_used_at=last_used_at,
+            priority=fields.get("priority", "normal"),
         )
 
 
@@ -88,9 +96,15 @@ class TokenStore:
         self._bootstrap = bootstrap_admin
 
     async def create(
-        self, user: str, *, admin: bool = False, expires_in_s: float | None = None
+        self,
+        user: str,
+        *,
+        admin: bool = False,
+        expires_in_s: float | None = None,
+        high_priority: bool = False,
     ) -> str:
         """A new token for ``user``; the plain token exists only in the return value.
+        ``high_priority``: it may submit ``priority: high`` jobs.
 
         Raises InvalidRequest for a user name outside ``USER_NAME_RULE`` or the reserved one.
         """
@@ -103,6 +117,7 @@ class TokenStore:
             "user": user,
             "admin": "1" if admin else "0",
             "created_at": now,
+            "priority": "high" if high_priority else "normal",
         }
         async with self._redis.pipeline(transaction=True) as multi:
             multi.hset(keys.token(digest), mapping=record)
@@ -136,7 +151,7 @@ class TokenStore:
         digest = token_hash(token)
         async with self._redis.pipeline(transaction=False) as pipe:
             if not bootstrap:
-                pipe.hmget(keys.token(digest), ["id", "user", "admin", "expires_at"])
+                pipe.hmget(keys.token(digest), ["id", "user", "admin", "expires_at", "priority"])
                 pipe.hget(keys.TOKENS_LAST_USED, digest)
             if hash_key is not None:
                 pipe.hgetall(hash_key)
@@ -144,7 +159,7 @@ class TokenStore:
         read: dict[bytes, bytes] = replies.pop() if hash_key is not None else {}
         if bootstrap:
             return Principal(BOOTSTRAP_ADMIN, admin=True), read
-        (token_id, user, admin, expires_at), last_used = replies
+        (token_id, user, admin, expires_at, priority), last_used = replies
         now = time.time()
         if user is None or (expires_at is not None and float(expires_at) <= now):
             return None, {}
@@ -153,7 +168,8 @@ class TokenStore:
             # At most one write a minute per token, kept out of the record: a write racing a
             # revoke must not bring a deleted record back (the revoke drops this entry too).
             await self._redis.hset(keys.TOKENS_LAST_USED, digest, str(now))  # type: ignore[misc]
-        return Principal(user.decode(), admin=admin == b"1"), read
+        high = priority == b"high"
+        return Principal(user.decode(), admin=admin == b"1", high_priority=high), read
 
     async def list_tokens(self, *, user: str | None = None) -> list[TokenInfo]:
         """Every live token (or one user's), oldest first; index entries of gone ones dropped."""

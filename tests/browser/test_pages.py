@@ -242,3 +242,21 @@ async def test_admin_queue_state_turns_warning_then_critical(
     await expect(page.locator("#stat-waiting")).to_have_text("2")
     await expect(page.locator("#meter-used")).to_contain_text("2 of 2 queued or running")
     assert colours[0] != colours[1]
+
+
+async def test_variants_show_as_a_grid(
+    tab: Tab, make_stack: Callable[..., Any], settings: Settings, tokens: dict[str, str]
+) -> None:
+    stack = make_stack(settings)
+    page = tab.page
+    await sign_in(page, stack.url + "/", tokens["alice"])
+    await page.click("#advanced summary")
+    await page.select_option("#variants", "3")
+    await submit(page, "a trio of toads")
+    grid = page.locator("#jobs .group .group-grid")
+    await expect(grid.locator(".job")).to_have_count(3)
+    for index in range(3):
+        await expect(grid.locator(".job").nth(index)).to_have_attribute("data-status", "completed")
+    await page.click("#refresh-jobs")  # the list from the server keeps the group together
+    await expect(page.locator("#jobs .group")).to_have_count(1)
+    await expect(grid.locator(".job")).to_have_count(3)

@@ -69,20 +69,30 @@ class Recorder:
         *,
         token: str | None = None,
         job_id: str | None = None,
+        group_id: str | None = None,
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """``path`` as documented (``{job_id}`` in it); extra ``kwargs`` go to httpx."""
+        """``path`` as documented (``{job_id}`` or ``{group_id}`` in it); extra ``kwargs`` go
+        to httpx."""
         sent = {**(auth(token) if token else {}), **(headers or {})}
-        url = path.format(job_id=job_id) if job_id is not None else path
+        params = {k: v for k, v in (("job_id", job_id), ("group_id", group_id)) if v is not None}
+        url = path.format(**params) if params else path
         response = self.http.request(method, url, headers=sent, **kwargs)
-        self.check(method, path, response, job_id=job_id)
+        self.check(method, path, response, params=params)
         return response
 
     def check(
-        self, method: str, path: str, response: httpx.Response, *, job_id: str | None = None
+        self,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        *,
+        job_id: str | None = None,
+        params: dict[str, str] | None = None,
     ) -> None:
         operation = SCHEMA[path][method]
-        case = operation.Case(path_parameters={"job_id": job_id} if job_id else None)
+        params = params or ({"job_id": job_id} if job_id else {})
+        case = operation.Case(path_parameters=params or None)
         case.validate_response(response, checks=CONFORMANCE)
         self.seen.add((method, path, response.status_code))

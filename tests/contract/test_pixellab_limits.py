@@ -17,7 +17,7 @@ import pytest
 from backend.operations import ENDPOINTS, MODELS
 
 LIMITS = json.loads((Path(__file__).parent / "pixellab_limits.json").read_text())["operations"]
-OURS_ONLY = {"operation", "timeout_s"}
+OURS_ONLY = {"operation", "timeout_s", "priority", "callback_url", "variants"}
 # PixelLab fields we leave out on purpose: deprecated upstream (docs/pixellab.md).
 LEFT_OUT = {"negative_description", "extra_guidance_scale"}
 

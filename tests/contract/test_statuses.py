@@ -23,6 +23,7 @@ JOBS, JOB = "/v1/jobs", "/v1/jobs/{job_id}"
 RESULT, EVENTS = "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/events"
 DLQ, ENTRY, RETRY = "/v1/admin/dlq", "/v1/admin/dlq/{job_id}", "/v1/admin/dlq/{job_id}/retry"
 BULK = "/v1/admin/dlq/retry"
+GROUP = "/v1/groups/{group_id}"
 REDIS_DOWN = {"$ref": "#/components/responses/Unavailable"}
 
 
@@ -59,8 +60,9 @@ def auth_is_enforced(rec: Recorder, user: str) -> None:
             if operation.get("security") == []:
                 continue
             job_id = "x" if "{job_id}" in path else None
-            assert rec.call(method.upper(), path, job_id=job_id).status_code == 401, path
-            wrong = rec.call(method.upper(), path, job_id=job_id, token="not-a-token")
+            ids = {"job_id": job_id, "group_id": "x" if "{group_id}" in path else None}
+            assert rec.call(method.upper(), path, **ids).status_code == 401, path
+            wrong = rec.call(method.upper(), path, token="not-a-token", **ids)
             assert wrong.status_code == 401, path
             if path.startswith("/v1/admin/"):
                 assert rec.call(method.upper(), path, token=user, job_id=job_id).status_code == 403
@@ -101,6 +103,16 @@ def job_lifecycle(rec: Recorder, alice: str, bob: str) -> None:
     chained = {"operation": "rotate", "image_size": {"width": 64, "height": 64},
                "from_image": {"type": "job", "job_id": job_id}}  # fmt: skip
     assert rec.call("POST", JOBS, token=bob, json=chained).status_code == 404  # alice's job
+
+
+def groups_and_priorities(rec: Recorder, alice: str, bob: str) -> None:
+    high = sprite_request("an urgent knight", priority="high")
+    assert rec.call("POST", JOBS, token=alice, json=high).status_code == 403
+    variants = rec.call("POST", JOBS, token=alice, json=sprite_request("a twin", variants=2))
+    assert variants.status_code == 202
+    group_id = variants.json()["group_id"]
+    assert rec.call("GET", GROUP, token=alice, group_id=group_id).status_code == 200
+    assert rec.call("GET", GROUP, token=bob, group_id=group_id).status_code == 404
 
 
 def submission_errors(rec: Recorder, alice: str) -> None:
@@ -175,6 +187,7 @@ def test_every_documented_status_is_answered_and_conforms(
         public_operations(rec)
         auth_is_enforced(rec, tokens["alice"])
         job_lifecycle(rec, tokens["alice"], tokens["bob"])
+        groups_and_priorities(rec, tokens["alice"], tokens["bob"])
         submission_errors(rec, tokens["alice"])
         dead = dead_letters(rec, tokens["alice"], tokens["admin"])
     stack.stop_worker()  # from here on, what is queued stays queued

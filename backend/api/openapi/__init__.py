@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
-from backend.api.openapi import admin, events, jobs, system, upstream
+from backend.api.openapi import admin, events, groups, jobs, system, upstream
 from backend.api.openapi.components import (
     HEADERS,
     JSON,
@@ -33,6 +33,7 @@ from backend.api.schemas import (
     DlqPage,
     DlqRetryFilter,
     DlqRetryResult,
+    GroupView,
     InvalidRequestBody,
     JobEvent,
     JobList,
@@ -52,6 +53,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (model, "serialization")
         for model in (
             JobView,
+            GroupView,
             JobList,
             QueueView,
             UpstreamView,
@@ -105,6 +107,7 @@ def build_document(settings: Settings) -> JSON:
     schemas = Schemas(MODELS)
     paths: JSON = {
         **jobs.paths(schemas, settings),
+        **groups.paths(schemas),
         **events.paths(schemas, settings),
         **system.paths(schemas),
         **admin.paths(schemas, settings),

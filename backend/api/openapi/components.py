@@ -103,9 +103,9 @@ HEADERS: JSON = {
         "schema": {"type": "number", "minimum": 0},
     },
     "Location": {
-        "description": "The job's status URL.",
+        "description": "The job's status URL (with `variants` > 1, the group's).",
         "required": True,
-        "schema": {"type": "string", "pattern": r"^/v1/jobs/[^/]+$"},
+        "schema": {"type": "string", "pattern": r"^/v1/(jobs|groups)/[^/]+$"},
     },
     "WWW-Authenticate": {
         "description": "The scheme to authenticate with: `Bearer`.",

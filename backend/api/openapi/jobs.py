@@ -14,11 +14,12 @@ from backend.api.openapi.components import (
     parameter,
     response,
 )
-from backend.api.schemas import JobList, JobRequestBody
+from backend.api.schemas import GroupView, JobList, JobRequestBody
 from backend.config import Settings
 from backend.errors import (
     AlreadyFinished,
     BadRequest,
+    Forbidden,
     InvalidRequest,
     NotFound,
     NotReady,
@@ -52,7 +53,11 @@ def _submit(schemas: Schemas, settings: Settings) -> JSON:
             "32x32); rotate and animate_with_skeleton take squares only; every input image "
             "but `color_image` and `style_image` must have the job's `image_size`. An image "
             'is `{"type": "base64", "base64": ...}` (a PNG) or `{"type": "job", "job_id": '
-            '..., "frame": n}`, one of your own completed jobs (another user\'s is a 404).'
+            '..., "frame": n}`, one of your own completed jobs (another user\'s is a 404). '
+            "`priority` (low, normal, high) orders the queue; a job moves up one level each "
+            f"{settings.jobs.priority_aging_s:g} s it waits. `callback_url` receives the job's "
+            "final state, signed (`X-Spritequeue-Signature`). `variants` (1-4) makes that many "
+            "jobs with consecutive seeds, admitted all or none, answered as a group."
         ),
         "requestBody": {
             "required": True,
@@ -68,13 +73,25 @@ def _submit(schemas: Schemas, settings: Settings) -> JSON:
                 "Served from the cache: the job is already completed.",
                 **copy.deepcopy(accepted),
             ),
-            "202": schemas.json(
-                JobView,
-                "Queued, or the same job again (`deduplicated`).",
+            "202": {
+                "description": (
+                    "Queued, or the same job again (`deduplicated`); with `variants` > 1, the "
+                    "group of jobs (`Location` is then the group's)."
+                ),
+                "content": {
+                    "application/json": {
+                        "schema": {"anyOf": [schemas.ref(JobView), schemas.ref(GroupView)]}
+                    }
+                },
                 **copy.deepcopy(accepted),
-            ),
+            },
             "400": error("The body is not valid JSON.", BadRequest, schemas=schemas),
             "401": response("Unauthorized"),
+            "403": error(
+                "`priority: high` without a token made with `--priority high` (or an admin's).",
+                Forbidden,
+                schemas=schemas,
+            ),
             "404": error(
                 "An image input names a job that is not yours, or whose image has left the cache.",
                 NotFound,
@@ -90,12 +107,15 @@ def _submit(schemas: Schemas, settings: Settings) -> JSON:
                 "The body is not `application/json`.", UnsupportedMediaType, schemas=schemas
             ),
             "422": error(
-                "A field is invalid; `details` names each one and why.",
+                "A field is invalid; `details` names each one and why. A `callback_url` that "
+                "is not https, or whose host resolves to a private, loopback or link-local "
+                "address (unless the operator allows it), is invalid too.",
                 InvalidRequest,
                 schemas=schemas,
             ),
             "429": error(
-                f"You already have {limits.per_user} jobs queued or running (`user_limit`); "
+                f"You already have {limits.per_user} jobs queued or running, or fewer but not "
+                "room for all the `variants` (`user_limit`: none is created); "
                 f"you made more than {limits.submits_per_minute} submissions this minute, "
                 "cache hits included (`rate_limited`: nothing was recorded); or you sent "
                 f"{limits.daily_generations} jobs to PixelLab today (`quota_exceeded`: "

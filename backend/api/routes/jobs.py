@@ -15,6 +15,7 @@ from backend.api.auth import principal
 from backend.api.body import carries_images, invalid_request, parse_json, read_body
 from backend.api.ownership import caller_and_job
 from backend.api.params import int_param
+from backend.api.routes.groups import check_options, group_body
 from backend.config import Settings
 from backend.errors import (
     AlreadyFinished,
@@ -60,7 +61,12 @@ async def _submit(request: Request) -> Response:
     except SpriteQueueError:
         metrics.JOBS_SUBMITTED.labels("invalid").inc()
         raise
+    await check_options(who, sprite, settings)
     producer: Producer = request.app.state.producer
+    if sprite.variants > 1:
+        group = await producer.submit_group(who.user, sprite, request_id=request.state.request_id)
+        return JSONResponse(group_body(group.group_id, group.views), status_code=202,
+                            headers={"Location": f"/v1/groups/{group.group_id}"})  # fmt: skip
     submission = await producer.submit(who.user, sprite, request_id=request.state.request_id)
     view = submission.view
     status = 200 if view.cached and submission.created else 202

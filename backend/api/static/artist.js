@@ -139,6 +139,10 @@
     if (seed !== undefined) body.seed = seed;
     const timeout = numberField("#timeout");
     if (timeout !== undefined) body.timeout_s = timeout;
+    const variants = Number($("#variants").value);
+    if (variants > 1) body.variants = variants;
+    const priority = $("#priority").value;
+    if (priority !== "normal") body.priority = priority;
     return body;
   }
 
@@ -252,6 +256,12 @@
     ui.submit.disabled = true;
     try {
       const { status, body } = await api("/v1/jobs", { method: "POST", token: token.get(), body: request });
+      if (body.group_id) {
+        for (const view of body.jobs) prompts.remember(view.job_id, promptOf(request));
+        for (const view of [...body.jobs].reverse()) addCard(view, { toTop: true });
+        SQ.toast(`Queued ${body.jobs.length} variants.`, "success");
+        return;
+      }
       prompts.remember(body.job_id, promptOf(request));
       addCard(body, { toTop: true });
       if (body.deduplicated) SQ.toast("The same request is already in progress: showing that job.");
@@ -615,6 +625,28 @@
     ui.jobsEmpty.hidden = cards.size > 0;
   }
 
+  const groups = new Map();
+
+  /** A group's grid in the job list: the variants of one submission side by side. */
+  function groupGrid(groupId) {
+    let grid = groups.get(groupId);
+    if (!grid) {
+      const item = document.createElement("li");
+      item.className = "group";
+      item.dataset.groupId = groupId;
+      const heading = document.createElement("p");
+      heading.className = "group-title muted";
+      heading.textContent = "Variants";
+      grid = document.createElement("ol");
+      grid.className = "group-grid";
+      item.append(heading, grid);
+      groups.set(groupId, grid);
+    }
+    return grid;
+  }
+
+  /** A job's card, in the list or (a variant) in its group's grid; returns the list item
+   * to place: the card, or its group. */
   function addCard(view, { toTop = false } = {}) {
     let card = cards.get(view.job_id);
     if (card) {
@@ -622,9 +654,16 @@
     } else {
       card = new JobCard(view);
       cards.set(view.job_id, card);
-      ui.jobs.append(card.element);
     }
-    if (toTop) ui.jobs.prepend(card.element);
+    let placed = card.element;
+    if (view.group_id) {
+      const grid = groupGrid(view.group_id);
+      if (card.element.parentElement !== grid) grid.append(card.element);
+      if (toTop) grid.prepend(card.element);
+      placed = grid.parentElement;
+    }
+    if (!placed.parentElement) ui.jobs.append(placed);
+    if (toTop) ui.jobs.prepend(placed);
     updateEmpty();
     return card;
   }
@@ -645,8 +684,8 @@
     for (const view of items) {
       const card = cards.get(view.job_id);
       // A followed job's own stream is newer than this list.
-      if (card && card.tracker && card.tracker.running) ui.jobs.append(card.element);
-      else ui.jobs.append(addCard(view).element);
+      const element = card && card.tracker && card.tracker.running ? card.element : addCard(view).element;
+      ui.jobs.append(view.group_id ? groupGrid(view.group_id).parentElement : element);
     }
     updateEmpty();
   }

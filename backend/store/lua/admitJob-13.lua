@@ -38,6 +38,8 @@
            charged to the user)
   ARGV[18] how long the day's counter is kept after its last charge (s)
   ARGV[19] pub/sub channel that wakes idle workers (sq:wake)
+  ARGV[20] priority aging (ms): the record's ``priority`` is an offset on the job's score in
+           arq's queue (include/priority.lua)
 
   Returns {code, job_id, inflight_count[, position, estimated_wait_s]}
      1  admitted, with the new job's place
@@ -46,13 +48,16 @@
     -2  user limit
     -4  dead-letter entry not found
     -5  daily quota used up
+  The caps and the writes are shared with admitGroup (include/admit.lua).
   A charged job's record gets ``charged = "1"``: finishJob refunds the charge of a job
   cancelled before its call (the counter key is named by the record's created_at, ARGV[2]).
 ]]
 --@include place
+--@include priority
+--@include admit
 
 local job_id, now = ARGV[1], tonumber(ARGV[2])
-local window, per_user, capacity = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local window = tonumber(ARGV[3])
 -- Decoded before the first write: Redis does not undo a script's writes when a later line
 -- raises, so anything that can fail on bad input must fail while nothing is written yet.
 local fields = cjson.decode(ARGV[8])
@@ -71,66 +76,29 @@ if window > 0 then
   end
 end
 
--- A spent quota is checked before the caps: it is the refusal that lasts longest, so its
--- Retry-After (the next UTC midnight) is the accurate one.
-local quota = tonumber(ARGV[17])
-if quota > 0 and tonumber(redis.call("GET", KEYS[13]) or "0") >= quota then
-  return {-5, job_id, redis.call("ZCARD", KEYS[2])}
+local s = {
+  now = now, inflight = KEYS[2], user_inflight = KEYS[3], owners = KEYS[11], queue = KEYS[6],
+  active = KEYS[12], user_jobs = KEYS[7], quota_key = KEYS[13], user = ARGV[12],
+  per_user = tonumber(ARGV[4]), capacity = tonumber(ARGV[5]), quota = tonumber(ARGV[17]),
+  quota_keep = ARGV[18], arq_expiry = ARGV[7], slots = tonumber(ARGV[14]),
+  median = tonumber(ARGV[15]), keep = ARGV[16], maxlen = ARGV[10], channel = ARGV[11],
+}
+local refused = admit_refusal(s, 1)
+if refused then
+  return {refused, job_id, redis.call("ZCARD", KEYS[2])}
 end
 
--- The user cap is checked first: a user at their cap is held back by it whatever the queue
--- does (a slot freed by someone else's job does not help them), while their own job ending
--- frees both caps at once, so "user_limit" and its Retry-After are the accurate answer.
-local inflight = redis.call("ZCARD", KEYS[2])
-if per_user > 0 and redis.call("ZCARD", KEYS[3]) >= per_user then
-  return {-2, job_id, inflight}
-end
-if inflight >= capacity then
-  return {-1, job_id, inflight}
-end
-
-redis.call("ZADD", KEYS[2], now, job_id)
-redis.call("ZADD", KEYS[3], now, job_id)
-redis.call("HSET", KEYS[11], job_id, ARGV[12])
 if window > 0 then
   redis.call("SET", KEYS[1], job_id, "PX", window)
 end
-if quota > 0 then
-  redis.call("INCR", KEYS[13])
-  redis.call("EXPIRE", KEYS[13], ARGV[18])
-  fields["charged"] = "1"
-end
-
-redis.call("PSETEX", KEYS[5], ARGV[7], ARGV[6])
-redis.call("ZADD", KEYS[6], now, job_id)
--- Its place: running jobs stay in arq's queue and are its oldest entries, so the jobs
--- ahead of this one are its rank minus the running ones (announcePositions counts exactly).
-local active = redis.call("ZCARD", KEYS[12])
-local position = math.max(redis.call("ZRANK", KEYS[6], job_id) - active, 0) + 1
-local eta = queue_place(position, active, tonumber(ARGV[14]), tonumber(ARGV[15]))
-fields["position"] = tostring(position)
-fields["estimated_wait_s"] = eta
-
-redis.call("DEL", KEYS[4], KEYS[8])
--- One HSET for the whole record: a call per field costs Redis more than the rest of this
--- script together, on the path every submission takes.
-local flat = {}
-for name, value in pairs(fields) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = value
-end
-redis.call("HSET", KEYS[4], unpack(flat))
-redis.call("ZADD", KEYS[7], now, job_id)
-redis.call("ZREMRANGEBYRANK", KEYS[7], 0, -101)
-redis.call("EXPIRE", KEYS[7], ARGV[16])
+local position, eta = admit_one(s, {
+  id = job_id, record_key = KEYS[4], arq_key = KEYS[5], events_key = KEYS[8],
+  payload = ARGV[6], fields = fields, view = ARGV[9],
+  score = queue_score(now, fields["priority"], tonumber(ARGV[20])),
+})
 if ARGV[13] == "1" then
   redis.call("ZREM", KEYS[9], job_id)
   redis.call("DEL", KEYS[10])
 end
-
-local data = with_place(ARGV[9], position, eta)
-local stream_id = redis.call("XADD", KEYS[8], "MAXLEN", "~", ARGV[10], "*",
-  "event", "progress", "data", data)
-redis.call("PUBLISH", ARGV[11], job_id .. " " .. stream_id .. " progress " .. data)
 redis.call("PUBLISH", ARGV[19], "")
-return {1, job_id, inflight + 1, position, eta}
+return {1, job_id, redis.call("ZCARD", KEYS[2]), position, eta}

@@ -19,6 +19,7 @@
   KEYS[15] arq:abort                KEYS[16] sq:user:{user}:generations:{day}, the counter
                                              the job was charged to (the day of its created_at)
   KEYS[17] sq:stats                 (dlq_dropped: entries dropped for the cap)
+  KEYS[18] sq:webhooks              zset job_id -> when its delivery is due (ms)
 
   ARGV[1]  guard ("fence:<token>" or "rev:<n>")
   ARGV[2]  job id                   ARGV[3]  now (ms)
@@ -31,6 +32,9 @@
   ARGV[12] dead-letter retention (s)
   ARGV[13] dead-letter entries kept at most (the oldest beyond it are dropped)
   ARGV[14] dead-letter entry key prefix ("sq:dlq:"), to drop the entries of the oldest
+  ARGV[15] "1" when the job has a callback_url: its delivery is due now (the fields carry
+           its ``webhook`` state), in the same step as the final state, so it is never lost
+  ARGV[16] pub/sub channel that wakes idle workers (sq:wake): a worker delivers it
 
   Refund: a job charged at admission (its record's ``charged``) and cancelled while its stage
   is queued or started, with no failed or lost attempt (``failures`` and ``stalls`` 0, so no
@@ -116,6 +120,10 @@ if fields["status"] ~= "completed" and redis.call("GET", KEYS[10]) == job_id the
   redis.call("DEL", KEYS[10])
 end
 emit(KEYS[2], ARGV[7], ARGV[8], job_id, ARGV[5], ARGV[6])
+if ARGV[15] == "1" then
+  redis.call("ZADD", KEYS[18], now, job_id)
+  redis.call("PUBLISH", ARGV[16], "")
+end
 redis.call("EXPIRE", KEYS[1], ARGV[9])
 redis.call("EXPIRE", KEYS[2], ARGV[9])
 return {1, "", dropped}

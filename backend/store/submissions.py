@@ -1,0 +1,136 @@
+"""Writes of the submit path besides a single admission: a cache hit's finished job, the
+cache-miss counter, and a submission's variants admitted as one group (``admitGroup``).
+
+A group is all or nothing: its jobs are admitted against the caps together, in one script,
+and recorded as ``sq:group:{id}`` (the user, the job ids in seed order), kept as long as its
+jobs can be.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import structlog
+from arq.constants import job_key_prefix
+
+from backend.errors import Unavailable
+from backend.models import JobRecord
+from backend.options import WebhookView
+from backend.store import keys
+from backend.store.jobs import EVENTS_MAXLEN, AdmitCode, JobStore
+from backend.store.quotas import QUOTA_KEEP_S, quota_key
+
+log = structlog.get_logger(__name__)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class GroupAdmission:
+    code: AdmitCode
+    inflight: int
+    places: list[tuple[int, float]]  # each job's position and estimated wait, in order
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: str
+    user: str
+    job_ids: list[str]
+    created_at: float
+
+
+class SubmitStore:
+    """Beside ``JobStore``, whose Redis, queue, priority aging and durable runs it shares."""
+
+    def __init__(self, jobs: JobStore) -> None:
+        self._jobs = jobs
+        self._redis = jobs.redis
+
+    async def admit_group(
+        self,
+        group_id: str,
+        records: list[JobRecord],
+        payloads: list[bytes],
+        *,
+        arq_expires_ms: int,
+        per_user: int,
+        capacity: int,
+        slots: int,
+        median_duration_s: float,
+        keep_s: int,
+        daily_quota: int = 0,
+    ) -> GroupAdmission:
+        """Admit every record or none (``admitGroup``); the group is kept ``keep_s`` after
+        the longest its jobs can wait. Raises ``Unavailable`` when the primary has replicas
+        and none acknowledged the group in time (it may exist)."""
+        first = records[0]
+        user = first.user
+        group = {"user": user, "jobs": [r.job_id for r in records], "created_at": first.created_at}
+        args: list[object] = [
+            int(first.created_at * 1000), per_user, capacity, arq_expires_ms, EVENTS_MAXLEN,
+            keys.EVENTS_CHANNEL, user, slots, median_duration_s, keep_s, daily_quota,
+            QUOTA_KEEP_S, keys.WAKE_CHANNEL, self._jobs.aging_ms, _json(group),
+            keep_s + arq_expires_ms // 1000, keys.job(""), job_key_prefix, keys.events(""),
+            len(records),
+        ]  # fmt: skip
+        for record, payload in zip(records, payloads, strict=True):
+            args += [record.job_id, payload, _json(record.to_fields()),
+                     record.view().model_dump_json()]  # fmt: skip
+        script_keys = [
+            keys.INFLIGHT, keys.user_inflight(user), self._jobs.queue_name, keys.user_jobs(user),
+            keys.INFLIGHT_USERS, keys.ACTIVE, quota_key(user, first.created_at),
+            keys.group(group_id),
+        ]  # fmt: skip
+        reply, durable = await self._jobs.run_durable("admitGroup", script_keys, args)
+        code, inflight, *flat = reply
+        admission = GroupAdmission(
+            AdmitCode(int(code)),
+            int(inflight),
+            [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)],
+        )
+        if admission.code is AdmitCode.ADMITTED and not durable:
+            log.warning("group_admit_not_replicated", group_id=group_id)
+            raise Unavailable("the jobs were not yet replicated; retry")
+        return admission
+
+    async def group(self, group_id: str) -> Group | None:
+        raw = await self._redis.get(keys.group(group_id))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return Group(group_id, data["user"], list(data["jobs"]), float(data["created_at"]))
+
+    async def record_finished(self, record: JobRecord, *, keep_s: int) -> None:
+        """Store a job that never queued (a cache hit) with its final event, in one MULTI;
+        with a ``callback_url``, its webhook delivery is due in the same step."""
+        job_id = record.job_id
+        if record.callback_url:
+            record = record.model_copy(update={"webhook": WebhookView()})
+        data = record.view().model_dump_json()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.job(job_id), mapping=record.to_fields())
+            pipe.expire(keys.job(job_id), keep_s)
+            pipe.zadd(keys.user_jobs(record.user), {job_id: int(record.created_at * 1000)})
+            pipe.zremrangebyrank(keys.user_jobs(record.user), 0, -101)
+            pipe.expire(keys.user_jobs(record.user), keep_s)
+            pipe.xadd(
+                keys.events(job_id),
+                {"event": record.status.value, "data": data},
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
+            pipe.expire(keys.events(job_id), keep_s)
+            if record.cached:
+                pipe.hincrby(keys.STATS, "cache_hits", 1)
+            if record.callback_url:
+                pipe.zadd(keys.WEBHOOKS, {job_id: int(record.created_at * 1000)})
+                pipe.publish(keys.WAKE_CHANNEL, "")
+            await pipe.execute()
+
+    async def count_cache_miss(self) -> None:
+        """Submission-level misses, exact across API processes (hits: ``record_finished``)."""
+        await self._redis.hincrby(keys.STATS, "cache_misses", 1)  # type: ignore[misc]
