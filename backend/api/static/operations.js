@@ -49,7 +49,8 @@
       sizes: "Each side 16–200",
     },
   };
-  const ALWAYS = ["operation", "timeout_s"]; // the picker itself, and our own per-job timeout
+  // The picker itself, our own per-job timeout, and the queue options every operation takes.
+  const ALWAYS = ["operation", "timeout_s", "variants", "priority", "callback_url"];
   const DIRECTIONS = ["north", "north-east", "east", "south-east", "south", "south-west", "west", "north-west"];
 
   const $ = (selector) => document.querySelector(selector);
