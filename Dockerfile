@@ -7,7 +7,7 @@
 FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS build
 WORKDIR /src
 COPY requirements.lock ./
-RUN pip install --no-cache-dir --require-hashes --prefix=/install -r requirements.lock
+RUN pip install --no-cache-dir --no-deps --require-hashes --prefix=/install -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY backend ./backend
 # Our own package, with no dependency resolution and built by the base image's setuptools

@@ -10,7 +10,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.spritequeue-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-dev.lock -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+  # --no-deps: the lock already names every package, so pip installs it as written and
+  # resolves nothing (pip 23's resolver otherwise takes the newest release for a
+  # requirement with extras, such as pytest-cov's coverage[toml], and rejects its hash).
+  .venv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements-dev.lock
+  .venv/bin/python -m pip check
   # Our own package on top, with nothing new: its build backend (setuptools) is in the lock.
   .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
   touch "$stamp"
