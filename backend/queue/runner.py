@@ -245,11 +245,15 @@ class JobRunner:
             raise  # our own store failed, not the job: see run()
         except Exception as exc:  # every other failure is classified; none escapes
             metrics.JOB_DURATION.observe(time.monotonic() - began)
-            await self.outcomes.failed(record, token, exc)
+            # PixelLab has spoken: a stop must not cut this write, or the next attempt pays
+            # for the same answer again. The shutdown waits for it (``drain``).
+            await self._settle(self.outcomes.failed(record, token, exc))
             return
         duration = time.monotonic() - began
         metrics.JOB_DURATION.observe(duration)
-        await self.outcomes.completed(record, token, image, shared=shared, duration_s=duration)
+        await self._settle(
+            self.outcomes.completed(record, token, image, shared=shared, duration_s=duration)
+        )
 
     async def _generate(self, record: JobRecord, token: str) -> tuple[CachedImage, bool]:
         """The image, and whether it came from another job's call (cache or single flight).

@@ -134,6 +134,17 @@ class Answer:
     status: int
     body: dict[str, Any]
     retry_after: str | None
+    resent: bool = False  # an earlier try of this request was cut off in transit
+
+
+def first_per_job(answers: list[Answer]) -> list[Answer]:
+    """One 202 per admitted job: its ``deduplicated: false`` answer, or, when that answer
+    was lost in transit and the resend came back deduplicated, the resend's."""
+    chosen: dict[str, Answer] = {}
+    for answer in sorted(answers, key=lambda a: bool(a.body.get("deduplicated"))):
+        if answer.status == 202:
+            chosen.setdefault(answer.body["job_id"], answer)
+    return list(chosen.values())
 
 
 # ---- exact caps under a burst ---------------------------------------------------------------
@@ -203,7 +214,7 @@ async def post_all(
                 if resend == RESENDS:
                     raise
         answers.append(Answer(user, key, api, response.status_code, response.json(),
-                              response.headers.get("retry-after")))  # fmt: skip
+                              response.headers.get("retry-after"), resent=resend > 0))  # fmt: skip
 
     await run_lanes(plan, one, lanes=LANES)
     return answers
@@ -236,7 +247,7 @@ async def test_burst_across_three_apis_admits_exactly_the_caps_then_counters_ret
         by_status = Counter(a.status for a in answers)
         odd = [(a.status, a.body) for a in answers if a.status not in (202, 429, 503)]
         assert not odd, (by_status, odd[:3])
-        created = [a for a in answers if a.status == 202 and not a.body["deduplicated"]]
+        created = first_per_job(answers)
         assert len(created) == CAPACITY
         assert by_status[429] > 0 and by_status[503] > 0, by_status
         # Every process took part in admitting.
@@ -278,9 +289,9 @@ async def test_burst_across_three_apis_admits_exactly_the_caps_then_counters_ret
                 continue  # all rejected: the caps bound before this request got in
             assert len(accepted) == len(group), (user, key)
             assert len({a.body["job_id"] for a in accepted}) == 1, (user, key)
-            assert sorted(a.body["deduplicated"] for a in accepted) == [False] + [True] * (
-                len(group) - 1
-            )
+            fresh = sum(not a.body["deduplicated"] for a in accepted)
+            # One answer says created, unless that answer was lost and its resend deduplicated.
+            assert fresh == 1 or (fresh == 0 and any(a.resent for a in group)), (user, key)
             deduplicated += len(group) - 1
         assert deduplicated > 0
 

@@ -358,3 +358,42 @@ async def test_a_worker_stopped_mid_clean_up_waits_for_its_last_writes(
     assert done["status"] == "completed", done
     assert waited, "the worker closed its clients under its last write"
     assert await redis.zcard(keys.PERMITS) == 0  # given back, not left to lapse
+
+
+@pytest.mark.timeout(90)
+async def test_a_worker_stopped_while_writing_an_outcome_still_writes_it(
+    make_settings: Callable[..., Settings],
+    redis_server: EmbeddedRedis,
+    redis: aioredis.Redis,
+    tokens: dict[str, str],
+    mock_pixellab: ThreadedUvicorn,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    # PixelLab has answered (a final 4xx); the dead-letter write is on its way when a deploy
+    # stops the worker, and the link drops it. Before: the stop cancelled the write with the
+    # job, the job stayed active until its lease lapsed, and the next worker paid PixelLab
+    # for the same answer again (seen in the chaos run as 2 answered calls, 0 retryable).
+    description = "a rejected newt [mock:failure][mock-latency:300]"
+    url = start_api(make_settings(), processes)
+    with SlowLink(redis_server.port, 0.0) as link:
+        link.hold(script_sha("finishJob"))
+        stopping = make_settings(
+            redis_url=link.url, jobs={"lease_s": 3}, worker={"shutdown_grace_s": 0.3}
+        )
+        worker = start_worker(stopping, processes)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            job_id = await submit(http, tokens["alice"], description)
+            assert await asyncio.to_thread(link.holding.wait, 20), "no outcome write was held"
+            worker.send_signal(signal.SIGTERM)  # the deploy: past its grace, tasks are cancelled
+            await asyncio.sleep(1.0)
+            link.cut()  # the held write never reaches Redis
+            link.release()
+            assert await asyncio.to_thread(worker.wait, 20) == 0
+            start_worker(make_settings(jobs={"lease_s": 3}), processes)
+            done = await wait_for_status(http, job_id, tokens["alice"], FINAL, timeout_s=30)
+            await asyncio.sleep(4)  # past a lease: a lost write would have been run again
+    stored = await admin_view(redis, job_id)
+    assert done["status"] == "failed" and done["error"]["type"] == "invalid_request", done
+    answered = {k: n for k, n in mock_calls(mock_pixellab, description).items() if k != "abandoned"}
+    assert sum(answered.values()) == 1, (answered, outcomes(stored))
+    assert outcomes(stored) == ["failed"]
