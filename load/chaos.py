@@ -273,7 +273,8 @@ async def check(
         totals["cut off (worker killed, stopped or job cancelled)"] += ends.get("abandoned", 0)
         if sum(answered.values()) > 1 + retryable:
             problems.append(f"{prompt!r}: {sum(answered.values())} answered calls, "
-                            f"{retryable} retryable failures")  # fmt: skip
+                            f"{retryable} retryable failures; "
+                            f"{await histories(redis, run, prompt)}")  # fmt: skip
         if answered.get(200, 0) > 1:
             problems.append(f"{prompt!r}: paid {answered[200]} times")
     figures = {
@@ -288,6 +289,19 @@ async def check(
         "leftovers": leftovers,
     }
     return figures, problems
+
+
+async def histories(redis: aioredis.Redis, run: Run, prompt: str) -> str:
+    """How each attempt of the jobs with this prompt ended: what a violation needs to be
+    understood (a run cannot be replayed exactly)."""
+    told = []
+    for job_id, (_, text) in run.accepted.items():
+        if text != prompt:
+            continue
+        raw = await redis.hget(keys.job(job_id), "history")  # type: ignore[misc]
+        ends = [str(attempt.get("outcome")) for attempt in json.loads(raw or "[]")]
+        told.append(f"job {job_id}: {' -> '.join(ends) or 'no attempt'}")
+    return "; ".join(told) or "no accepted job"
 
 
 async def main(plan: Plan, seed: int) -> int:

@@ -2,13 +2,17 @@
 
 Every failed look-up is counted (``spritequeue_auth_failures_total``) and, past an
 allowance per client address per minute, slowed and answered ``429``
-(``backend.store.auth_failures``). A valid token costs one Redis round trip, nothing more,
-and a route about one job reads the job in that same round trip (``principal_and_read``).
+(``backend.store.auth_failures``). A valid token costs one Redis round trip, nothing more:
+a route about one job reads the job in that same round trip (``principal_and_read``), and
+a plain submission counts its rate and reads its dedup window in it (``principal_screened``).
+The token is read from Redis on every request, so a revoked one is refused at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from starlette.requests import Request
@@ -16,9 +20,11 @@ from starlette.requests import Request
 from backend.errors import Forbidden, TooManyAuthFailures, Unauthorized
 from backend.metrics import AUTH_FAILURES
 from backend.store.auth_failures import AuthFailures
+from backend.store.quotas import Screened, SubmitRate
 from backend.store.tokens import Principal, TokenStore
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 async def principal(request: Request) -> Principal:
@@ -32,12 +38,38 @@ async def principal_and_read(
     request: Request, hash_key: str | None
 ) -> tuple[Principal, dict[bytes, bytes]]:
     """``principal``, and the fields of the hash ``hash_key`` from the same round trip."""
+    return await _authenticated(
+        request, lambda tokens, token: tokens.resolve_and_read(token, hash_key)
+    )
+
+
+async def principal_screened(
+    request: Request, rate: SubmitRate, dedup_key: str
+) -> tuple[Principal, Screened]:
+    """``principal``, with the caller's submit rate counted and the dedup window read in
+    the same round trip (``TokenStore.resolve_for_submit``): a plain submission's first."""
+    found, screened = await _authenticated(
+        request, lambda tokens, token: tokens.resolve_for_submit(token, rate, dedup_key)
+    )
+    assert screened is not None  # a known caller is always screened
+    return found, screened
+
+
+def has_bearer(request: Request) -> bool:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
+async def _authenticated(
+    request: Request, lookup: Callable[[TokenStore, str], Awaitable[tuple[Principal | None, T]]]
+) -> tuple[Principal, T]:
+    """The caller found by ``lookup``, with what else it read; raises Unauthorized (401)
+    or TooManyAuthFailures (429) as ``principal`` does."""
+    if not has_bearer(request):
         AUTH_FAILURES.labels(reason="missing").inc()
         raise Unauthorized("missing bearer token")
-    tokens: TokenStore = request.app.state.tokens
-    found, read = await tokens.resolve_and_read(token.strip(), hash_key)
+    token = request.headers["authorization"].partition(" ")[2].strip()
+    found, read = await lookup(request.app.state.tokens, token)
     if found is None:
         await _failed(request)
         raise Unauthorized("invalid token")

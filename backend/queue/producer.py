@@ -41,7 +41,7 @@ from backend.queue.resources import Resources
 from backend.queue.serializer import serialize
 from backend.store import keys
 from backend.store.jobs import AdmitCode
-from backend.store.quotas import RateCheck, SubmitRate, seconds_to_utc_midnight
+from backend.store.quotas import RateCheck, Screened, SubmitRate, seconds_to_utc_midnight
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +86,17 @@ class Producer:
             resources.scripts, per_minute=resources.settings.limits.submits_per_minute
         )
 
+    @property
+    def rate(self) -> SubmitRate:
+        return self._rate
+
+    def screen_key(self, request: GenerationRequest) -> str | None:
+        """The dedup key of ``request`` with its user written ``{user}``, when it can be
+        read with the caller's look-up (no input images: the cache key is known at once)."""
+        if next(image_items(request), None) is not None:
+            return None
+        return keys.dedup("{user}", cache_key(request))
+
     async def check_rate(self, user: str) -> None:
         """Count one submission against the user's rate; raises ``RateLimited`` (and then
         writes nothing to Redis) when they are over it."""
@@ -124,10 +135,17 @@ class Producer:
         )
 
     async def submit(
-        self, user: str, request: GenerationRequest, *, request_id: str | None = None
+        self,
+        user: str,
+        request: GenerationRequest,
+        *,
+        request_id: str | None = None,
+        screened: Screened | None = None,
     ) -> Submission:
         """Answer from the cache, or admit and enqueue.
 
+        ``screened``: the rate verdict and dedup read already made for a plain request with
+        the caller's look-up (``TokenStore.resolve_for_submit``), so not made again.
         Raises RateLimited (before any look-up), QuotaExceeded, UserLimit or QueueFull; for
         input images, NotFound or InvalidRequest (``queue.inputs``).
         """
@@ -144,7 +162,10 @@ class Producer:
             # No inputs: the key is known at once, so the rate and the dedup window are one
             # round trip (the read is harmless when the rate refuses).
             record = self.new_record(user, request, request_id)
-            check, found = await self._rate.check_and_get(user, keys.dedup(user, record.cache_key))
+            if screened is None:
+                dedup_key = keys.dedup(user, record.cache_key)
+                screened = await self._rate.check_and_get(user, dedup_key)
+            check, found = screened
             self._refuse_over_rate(check)
             duplicate = None if found is None else found.decode()
         if duplicate is not None:
@@ -156,10 +177,11 @@ class Producer:
         image = await self._res.cache.describe(record.cache_key)  # the PNG stays in Redis
         if image is not None:
             return Submission(await self._record_cache_hit(record, image), created=True)
-        await self._res.submissions.count_cache_miss()
-        return await self.enqueue(record)
+        return await self.enqueue(record, missed_cache=True)
 
-    async def enqueue(self, record: JobRecord, *, from_dlq: bool = False) -> Submission:
+    async def enqueue(
+        self, record: JobRecord, *, from_dlq: bool = False, missed_cache: bool = False
+    ) -> Submission:
         limits = self._settings.limits
         payload = self._payload(record)
         rates = await self._res.estimates.rates()
@@ -176,6 +198,7 @@ class Producer:
             keep_s=self._settings.jobs.keep_finished_s,
             # An admin's DLQ retry is not charged to the user's quota.
             daily_quota=0 if from_dlq else limits.daily_generations,
+            count_cache_miss=missed_cache,
         )
         code = admission.code
         await self._refuse(code, record.user)

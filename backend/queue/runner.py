@@ -323,9 +323,14 @@ class JobRunner:
             if attempt is not None:
                 attempt.flight = ""
             if not landed:
+                # Through an outage: raised here, a RedisError would take the place of the
+                # call's own outcome, and PixelLab's final word would be asked for again.
                 await self._settle(
-                    self.jobs.release_flight(
-                        record.cache_key, token, outcome=outcome, keep_ms=FLIGHT_OUTCOME_KEEP_MS
+                    self.outcomes.through_outage(
+                        lambda: self.jobs.release_flight(
+                            record.cache_key, token, outcome=outcome,
+                            keep_ms=FLIGHT_OUTCOME_KEEP_MS,
+                        )  # fmt: skip
                     )
                 )
 

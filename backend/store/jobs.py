@@ -104,12 +104,14 @@ class JobStore:
         from_dlq: bool = False,
         keep_s: int = 24 * 3600,
         daily_quota: int = 0,
+        count_cache_miss: bool = False,
     ) -> Admission:
         """Dedup, quota, caps, enqueue and the new job's place in one atomic step
         (``admitJob``).
 
         ``slots`` and ``median_duration_s`` are the inputs of its estimated wait;
-        ``daily_quota`` the user's generations a UTC day (0: not charged). Raises
+        ``daily_quota`` the user's generations a UTC day (0: not charged);
+        ``count_cache_miss``: the submission missed the cache, counted in the same step. Raises
         ``Unavailable`` when the primary has replicas and none acknowledged the new job in
         time: the job may exist, and a retry within the dedup window returns it.
         """
@@ -128,6 +130,7 @@ class JobStore:
                 record.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, user,
                 "1" if from_dlq else "0", slots, median_duration_s, keep_s, daily_quota,
                 QUOTA_KEEP_S, keys.WAKE_CHANNEL, self.aging_ms,
+                keys.STATS if count_cache_miss else "",
             ],
         )  # fmt: skip
         admission = Admission(AdmitCode(int(code)), _text(found_id), int(inflight))

@@ -7,6 +7,7 @@ inside ``finishJob``; this module names the day a job is charged to, so both agr
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +24,11 @@ class RateCheck:
     admitted: bool
     count: int  # submissions in the window, this one included (0 when refused)
     retry_after_s: int  # when refused: until the window closes
+
+
+# What a submission's first round trip learned: the rate's verdict, and the job id the
+# dedup window holds for this request (if any).
+Screened = tuple[RateCheck, bytes | None]
 
 
 def quota_day(at: float) -> str:
@@ -65,6 +71,22 @@ class SubmitRate:
             "countSubmit", [keys.user_submits(user)], [self._per_minute, RATE_WINDOW_MS], get=key
         )
         return _verdict(admitted, value), found
+
+    async def with_caller(
+        self, digest: str, token_keys: list[str], last_used_every_s: float, dedup_key: str
+    ) -> tuple[list[bytes], Screened] | None:
+        """The token record's ``user, admin, priority``, its user's rate counted and the
+        dedup key read, in one round trip (``resolveSubmit``); ``dedup_key`` names the user
+        ``{user}``. None for an unknown, revoked or expired token (nothing counted)."""
+        reply = await self._scripts.run(
+            "resolveSubmit", token_keys,
+            [digest, repr(time.time()), last_used_every_s, self._per_minute, RATE_WINDOW_MS,
+             keys.user_submits("{user}"), dedup_key],
+        )  # fmt: skip
+        if not reply:
+            return None
+        user, admin, priority, admitted, value, found = reply
+        return [user, admin, priority], (_verdict(admitted, value), found)
 
 
 def _verdict(admitted: int | bytes, value: int | bytes) -> RateCheck:

@@ -1,5 +1,6 @@
-"""Writes of the submit path besides a single admission: a cache hit's finished job, the
-cache-miss counter, and a submission's variants admitted as one group (``admitGroup``).
+"""Writes of the submit path besides a single admission: a cache hit's finished job, and a
+submission's variants admitted as one group (``admitGroup``). (A cache miss is counted by
+the admission itself, ``admitJob``.)
 
 A group is all or nothing: its jobs are admitted against the caps together, in one script,
 and recorded as ``sq:group:{id}`` (the user, the job ids in seed order), kept as long as its
@@ -130,7 +131,3 @@ class SubmitStore:
                 pipe.zadd(keys.WEBHOOKS, {job_id: int(record.created_at * 1000)})
                 pipe.publish(keys.WAKE_CHANNEL, "")
             await pipe.execute()
-
-    async def count_cache_miss(self) -> None:
-        """Submission-level misses, exact across API processes (hits: ``record_finished``)."""
-        await self._redis.hincrby(keys.STATS, "cache_misses", 1)  # type: ignore[misc]

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from backend.errors import InvalidRequest
 from backend.store import keys
+from backend.store.quotas import Screened, SubmitRate
 
 TOKEN_PREFIX = "sq_"
 BOOTSTRAP_ADMIN = "admin"  # the user name of SPRITEQ_ADMIN_TOKEN: no stored token may take it
@@ -170,6 +171,28 @@ class TokenStore:
             await self._redis.hset(keys.TOKENS_LAST_USED, digest, str(now))  # type: ignore[misc]
         high = priority == b"high"
         return Principal(user.decode(), admin=admin == b"1", high_priority=high), read
+
+    async def resolve_for_submit(
+        self, token: str, rate: SubmitRate, dedup_key: str
+    ) -> tuple[Principal | None, Screened | None]:
+        """``resolve``, with the caller's submit rate counted and ``dedup_key`` (the user
+        written ``{user}``) read in the same round trip: a plain submission's first one.
+        (None, None) for an unknown, revoked or expired token."""
+        if self._bootstrap is not None and hmac.compare_digest(
+            token.encode(), self._bootstrap.get_secret_value().encode()
+        ):
+            admin_key = dedup_key.replace("{user}", BOOTSTRAP_ADMIN)
+            screened = await rate.check_and_get(BOOTSTRAP_ADMIN, admin_key)
+            return Principal(BOOTSTRAP_ADMIN, admin=True), screened
+        digest = token_hash(token)
+        found = await rate.with_caller(
+            digest, [keys.token(digest), keys.TOKENS_LAST_USED], LAST_USED_EVERY_S, dedup_key
+        )
+        if found is None:
+            return None, None
+        (name, admin, priority), screened = found
+        principal = Principal(name.decode(), admin=admin == b"1", high_priority=priority == b"high")
+        return principal, screened
 
     async def list_tokens(self, *, user: str | None = None) -> list[TokenInfo]:
         """Every live token (or one user's), oldest first; index entries of gone ones dropped."""

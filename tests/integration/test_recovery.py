@@ -19,6 +19,7 @@ from backend.embedded_redis import EmbeddedRedis
 from backend.store import keys
 from backend.store.tokens import TokenStore
 from fixtures.factories import auth, sprite_request, wait_for_status, wait_until
+from fixtures.servers import ThreadedUvicorn
 from fixtures.stack import start_api, start_worker
 
 pytestmark = pytest.mark.slow
@@ -146,3 +147,48 @@ async def _first_accepted(http: httpx.AsyncClient, token: str) -> str:
             return str(response.json()["job_id"])
         await asyncio.sleep(0.05)
     pytest.fail("no submission accepted within 30 s of Redis returning")
+
+
+@pytest.mark.timeout(90)
+async def test_an_answer_that_arrives_while_redis_is_down_is_kept(
+    make_settings: Callable[..., Settings],
+    mock_pixellab: ThreadedUvicorn,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    # PixelLab's final word (a 422) arrives while our Redis is down, for longer than a
+    # lease. Before: letting the flight lock go failed first, its RedisError took the
+    # answer's place, the job was left to its lease, and after Redis came back the next
+    # attempt paid for the same answer again (the chaos run's "2 answered calls, 0
+    # retryable" on an invalid prompt, in CI).
+    own = EmbeddedRedis(tmp_path / "redis").start()  # not the session's server: this one dies
+    description = "a rejected owl [mock:failure][mock-latency:1500]"
+    try:
+        settings = make_settings(redis_url=own.url, jobs={"lease_s": 3})
+        client = aioredis.Redis.from_url(own.url)
+        token = await TokenStore(client).create("olga")
+        await client.aclose()
+        url = start_api(settings, processes)
+        start_worker(settings, processes)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            submitted = await http.post(
+                "/v1/jobs", json=sprite_request(description), headers=auth(token)
+            )
+            job_id = submitted.json()["job_id"]
+
+            async def calling() -> bool:
+                stats = (await http.get(mock_pixellab.url + "/_mock/stats")).json()
+                return bool(stats["by_description"].get(description)) and stats["in_flight"] > 0
+
+            await wait_until(calling, 20, "the PixelLab call")
+            own.stop()  # the answer comes in 1.5 s, to a worker without its Redis
+            await asyncio.sleep(4.5)  # longer than a lease
+            own = EmbeddedRedis(own.data_dir, port=own.port).start()
+            done = await wait_for_status(http, job_id, token, FINAL, timeout_s=30)
+            await asyncio.sleep(4)  # past a lease: a lost answer would have been asked again
+            calls = httpx.get(mock_pixellab.url + "/_mock/stats").json()["calls"][description]
+    finally:
+        own.stop()
+    assert done["status"] == "failed" and done["error"]["type"] == "invalid_request", done
+    assert {k: n for k, n in calls.items() if k != "abandoned"} == {"answered:422": 1}, calls
+    assert done["attempts"] == 1

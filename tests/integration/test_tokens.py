@@ -125,17 +125,27 @@ def test_cli_refuses_a_bad_user_name_and_says_why(
 
 
 async def test_a_revoked_or_expired_token_is_401_at_once(
-    redis: aioredis.Redis, settings: Settings, make_stack: Callable[..., Any]
+    redis: aioredis.Redis, make_settings: Callable[..., Settings], make_stack: Callable[..., Any]
 ) -> None:
     store = TokenStore(redis)
     token = await store.create("erin")
     brief = await store.create("erin", expires_in_s=1.0)
-    stack = make_stack(settings, worker=False)
+    stack = make_stack(make_settings(limits={"submits_per_minute": 60}), worker=False)
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
         assert (await http.get("/v1/jobs", headers=auth(token))).status_code == 200
+        submitted = await http.post("/v1/jobs", json=sprite_request("a revoked bat"),
+                                    headers=auth(token))  # fmt: skip
+        assert submitted.status_code == 202
+        assert await redis.get(keys.user_submits("erin")) == b"1"
         assert (await http.get("/v1/jobs", headers=auth(brief))).status_code == 200
         assert await store.revoke_user("erin")
         assert (await http.get("/v1/jobs", headers=auth(token))).status_code == 401
+        # A plain submission reads the caller in its first round trip, with its rate: the
+        # revoked token is refused there too, and nothing is counted for it.
+        refused = await http.post("/v1/jobs", json=sprite_request("a revoked bat"),
+                                  headers=auth(token))  # fmt: skip
+        assert refused.status_code == 401
+        assert await redis.get(keys.user_submits("erin")) == b"1"
         later = await store.create("erin", expires_in_s=0.5)
         await asyncio.sleep(0.6)
         assert (await http.get("/v1/jobs", headers=auth(later))).status_code == 401

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backend import metrics, operations, sprites
-from backend.api.auth import principal
+from backend.api.auth import has_bearer, principal, principal_screened
 from backend.api.body import carries_images, invalid_request, parse_json, read_body
 from backend.api.ownership import caller_and_job
 from backend.api.params import int_param
@@ -27,9 +27,11 @@ from backend.errors import (
     SpriteQueueError,
 )
 from backend.models import GenerationRequest, JobStatus, JobView
+from backend.options import Priority
 from backend.queue.producer import Producer
 from backend.queue.resources import Resources
 from backend.store.jobs import Guard, Written
+from backend.store.quotas import Screened
 
 
 def _settings(request: Request) -> Settings:
@@ -53,24 +55,40 @@ async def submit(request: Request) -> Response:
 
 
 async def _submit(request: Request) -> Response:
-    who = await principal(request)
+    if not has_bearer(request):
+        await principal(request)  # 401 before the body is read
     settings = _settings(request)
     try:
         sprite = await _read_submission(request, settings)
         _check_timeout(sprite.timeout_s, settings)
     except SpriteQueueError:
+        await principal(request)  # an unknown caller hears 401, not what is wrong with the body
         metrics.JOBS_SUBMITTED.labels("invalid").inc()
         raise
-    await check_options(who, sprite, settings)
     producer: Producer = request.app.state.producer
+    # A plain request (one job, no input images, no option that needs a check of the caller)
+    # learns who calls, counts its rate and reads its dedup window in one round trip.
+    dedup_key = producer.screen_key(sprite) if _plain(sprite) else None
+    screened: Screened | None = None
+    if dedup_key is None:
+        who = await principal(request)
+    else:
+        who, screened = await principal_screened(request, producer.rate, dedup_key)
+    await check_options(who, sprite, settings)
     if sprite.variants > 1:
         group = await producer.submit_group(who.user, sprite, request_id=request.state.request_id)
         return JSONResponse(group_body(group.group_id, group.views), status_code=202,
                             headers={"Location": f"/v1/groups/{group.group_id}"})  # fmt: skip
-    submission = await producer.submit(who.user, sprite, request_id=request.state.request_id)
+    submission = await producer.submit(
+        who.user, sprite, request_id=request.state.request_id, screened=screened
+    )
     view = submission.view
     status = 200 if view.cached and submission.created else 202
     return _view_response(view, status, headers={"Location": f"/v1/jobs/{view.job_id}"})
+
+
+def _plain(sprite: GenerationRequest) -> bool:
+    return sprite.variants == 1 and sprite.priority is not Priority.HIGH and not sprite.callback_url
 
 
 async def _read_submission(request: Request, settings: Settings) -> GenerationRequest:

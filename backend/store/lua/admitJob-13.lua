@@ -40,6 +40,8 @@
   ARGV[19] pub/sub channel that wakes idle workers (sq:wake)
   ARGV[20] priority aging (ms): the record's ``priority`` is an offset on the job's score in
            arq's queue (include/priority.lua)
+  ARGV[21] the stats hash (sq:stats) whose ``cache_misses`` this submission counts (it
+           missed the cache), or "" to count nothing (a DLQ retry, inputs resolved apart)
 
   Returns {code, job_id, inflight_count[, position, estimated_wait_s]}
      1  admitted, with the new job's place
@@ -62,6 +64,9 @@ local window = tonumber(ARGV[3])
 -- raises, so anything that can fail on bad input must fail while nothing is written yet.
 local fields = cjson.decode(ARGV[8])
 
+if ARGV[21] ~= "" then
+  redis.call("HINCRBY", ARGV[21], "cache_misses", 1)
+end
 if ARGV[13] == "1" and redis.call("EXISTS", KEYS[10]) == 0 then
   return {-4, job_id, 0}
 end
