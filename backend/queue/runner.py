@@ -2,9 +2,10 @@
 
 Each attempt holds a **fence** (a fresh token, ``JobStore.start_attempt``); every write it
 makes is refused once another writer has moved the job on, and a refused write makes the
-runner abandon the job at once (``FencedOut``). Before it starts, an attempt takes one of
-the deployment's PixelLab call permits (``limits.upstream``); without one the job keeps its
-place in the queue. Where attempts end (failures: ``queue.outcomes``):
+runner abandon the job at once (``FencedOut``). An attempt starts only with one of the
+deployment's PixelLab call permits (``limits.upstream``), taken by the same script that
+starts it; without one the job keeps its place in the queue. Where attempts end
+(failures: ``queue.outcomes``):
     success                    -> completed, written through to the cache, slot released
     a failure                  -> retried, held back, or dead-lettered (``Outcomes.failed``)
     cancelled by a user        -> already final (the API's finishJob); the call is abandoned
@@ -174,12 +175,6 @@ class JobRunner:
             if record is None:
                 return None
             token = uuid.uuid4().hex
-            permit = await self.upstream.acquire(token, job_id, lease_ms=self.lease_ms)
-            if permit is not Permit.GRANTED:
-                # The job keeps its place in the queue; this worker looks again shortly.
-                self.on_no_permit(permit)
-                log.debug("job_waits_for_permit", job_id=job_id, permit=permit.name.lower())
-                return None
             now = time.time()
             attempt = Attempt(number=record.attempts + 1, started_at=now)
             started = record.model_copy(
@@ -192,18 +187,25 @@ class JobRunner:
                     "started_at": record.started_at or now,
                 }
             )
-            # ``record`` keeps the revision it was read at: the start is a compare-and-set.
+            # ``record`` keeps the revision it was read at: the start is a compare-and-set,
+            # and it takes a PixelLab call permit in the same step.
             written, value = await self.jobs.start_attempt(
                 record, started, token=token, worker_id=self.worker_id,
-                lease_ms=self.lease_ms,
+                lease_ms=self.lease_ms, max_calls=self.upstream.max_concurrency,
             )  # fmt: skip
             if written is Written.APPLIED:
                 if attempt.number == 1:
                     metrics.JOB_WAIT.observe(max(now - record.created_at, 0.0))
                 log.info("job_started", job_id=job_id, attempt=attempt.number)
                 return started.model_copy(update={"rev": value, "fence": token}), token
-            await self.upstream.release(token, CallOutcome.UNUSED)
+            if written in (Written.NO_PERMIT, Written.PAUSED):
+                # The job keeps its place in the queue; this worker looks again shortly.
+                permit = Permit.BUSY if written is Written.NO_PERMIT else Permit.PAUSED
+                self.on_no_permit(permit)
+                log.debug("job_waits_for_permit", job_id=job_id, permit=permit.name.lower())
+                return None
             if written is Written.UNREPLICATED:
+                await self.upstream.release(token, CallOutcome.UNUSED)
                 # Replication lags (or a failover is under way): no call until it catches up.
                 mine = started.model_copy(update={"rev": value, "fence": token})
                 history = close_attempt(mine.history, time.time(), "interrupted")
@@ -268,8 +270,9 @@ class JobRunner:
         if cached is not None:
             return cached, True
         attempt = self.attempts[record.job_id]
+        submitted = record.model_copy(update={"stage": Stage.SUBMITTED, "progress": 10})
         while True:
-            if await self.jobs.take_flight(record.cache_key, token, lease_ms=self.lease_ms):
+            if await self.jobs.take_flight(submitted, token, lease_ms=self.lease_ms):
                 if not attempt.permit:
                     permit = await self.upstream.acquire(
                         token, record.job_id, lease_ms=self.lease_ms
@@ -290,7 +293,8 @@ class JobRunner:
                 return shared, True
 
     async def _call(self, record: JobRecord, token: str) -> CachedImage:
-        """Call PixelLab while holding the flight lock; let it go however the call ends."""
+        """Call PixelLab while holding the flight lock (taken with stage 10 written); let it
+        go however the call ends."""
         attempt = self.attempts.get(record.job_id)
         if attempt is not None:
             attempt.flight = keys.flight(record.cache_key)
@@ -298,7 +302,6 @@ class JobRunner:
         told = CallOutcome.UNUSED  # what the call says about PixelLab's capacity
         landed = False  # the permit and the lock went back with the 90 % write
         try:
-            await self._progress(record, token, Stage.SUBMITTED, 10)
             try:
                 image = await self.generator(record)
                 told = CallOutcome.OK
@@ -325,12 +328,11 @@ class JobRunner:
             if not landed:
                 # Through an outage: raised here, a RedisError would take the place of the
                 # call's own outcome, and PixelLab's final word would be asked for again.
+                release = self.jobs.release_flight
+                key, keep_ms = record.cache_key, FLIGHT_OUTCOME_KEEP_MS
                 await self._settle(
                     self.outcomes.through_outage(
-                        lambda: self.jobs.release_flight(
-                            record.cache_key, token, outcome=outcome,
-                            keep_ms=FLIGHT_OUTCOME_KEEP_MS,
-                        )  # fmt: skip
+                        lambda: release(key, token, outcome=outcome, keep_ms=keep_ms)
                     )
                 )
 
@@ -385,8 +387,3 @@ class JobRunner:
                 str(outcome.get("message", "")), error_type=ErrorType.INVALID_REQUEST
             )
         return None
-
-    async def _progress(self, record: JobRecord, token: str, stage: Stage, progress: int) -> None:
-        update = record.model_copy(update={"stage": stage, "progress": progress})
-        if not await self.jobs.progress(update, "stage", "progress", token=token):
-            raise FencedOut("the attempt lost its fence")

@@ -26,7 +26,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from redis.exceptions import RedisError
 
 from backend import metrics
-from backend.errors import Unavailable
+from backend.errors import FencedOut, Unavailable
 from backend.models import JobRecord
 from backend.options import WebhookView
 from backend.store import keys
@@ -190,28 +190,41 @@ class JobStore:
         return JobRecord.from_fields({_text(k): _text(v) for k, v in fields.items()})
 
     async def start_attempt(
-        self, read: JobRecord, started: JobRecord, *, token: str, worker_id: str, lease_ms: int
+        self,
+        read: JobRecord,
+        started: JobRecord,
+        *,
+        token: str,
+        worker_id: str,
+        lease_ms: int,
+        max_calls: int = 0,
     ) -> tuple[Written, int | str]:
-        """Begin an attempt (``startAttempt``): the fence, the lease, the ``started`` event.
+        """Begin an attempt (``startAttempt``): the fence, the lease, the ``started`` event,
+        and one of the ``max_calls`` PixelLab call permits (0: take none) in the same step.
 
         ``started`` is ``read`` with the attempt's fields; the write is a compare-and-set on
         ``read.rev``. Returns ``(APPLIED, new rev)``, ``(FINAL, status)`` for a job no longer
-        runnable, or ``(STALE, status)`` when the record changed since ``read``; with
-        replicas, ``(UNREPLICATED, new rev)`` when none acknowledged the start in time (the
-        attempt holds the fence, but must not call PixelLab: it puts the job back).
+        runnable, ``(STALE, status)`` when the record changed since ``read``, or
+        ``(NO_PERMIT | PAUSED, permits held)`` with nothing written; with replicas,
+        ``(UNREPLICATED, new rev)`` when none acknowledged the start in time (the attempt
+        holds the fence and a permit, but must not call PixelLab: it puts the job back).
         """
         job_id = read.job_id
         (code, value), durable = await self.run_durable(
             "startAttempt",
-            [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id],
+            [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id,
+             keys.PERMITS, keys.UPSTREAM],
             [
                 Guard.rev(read.rev), token, worker_id, now_ms(), lease_ms,
                 _json(started.to_fields("status", "stage", "progress", "attempts", "history",
                                         "started_at", "stalls")),
                 started.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id,
+                max_calls,
             ],
         )  # fmt: skip
         written = Written(int(code))
+        if written in (Written.NO_PERMIT, Written.PAUSED):
+            return written, int(value)
         if written is not Written.APPLIED:
             return written, _text(value)
         if not durable:
@@ -340,9 +353,23 @@ class JobStore:
         lost = await self._scripts.run("renewLeases", [], args)
         return [_text(job_id) for job_id in lost]
 
-    async def take_flight(self, cache_key: str, token: str, *, lease_ms: int) -> bool:
-        """Take the single-flight lock of ``cache_key`` for this attempt (``SET NX``)."""
-        return bool(await self._redis.set(keys.flight(cache_key), token, nx=True, px=lease_ms))
+    async def take_flight(self, submitted: JobRecord, token: str, *, lease_ms: int) -> bool:
+        """Take the single-flight lock of the job's cache key for this attempt and, holding
+        it, write ``submitted`` (stage 10) in the same step (``takeFlight``). False when
+        another attempt holds the lock; raises ``FencedOut`` when this one lost its fence."""
+        job_id = submitted.job_id
+        rev = await self._scripts.run(
+            "takeFlight",
+            [keys.flight(submitted.cache_key), keys.job(job_id), keys.events(job_id)],
+            [
+                token, lease_ms, Guard.fence(token),
+                _json(submitted.to_fields("stage", "progress")),
+                submitted.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id,
+            ],
+        )  # fmt: skip
+        if int(rev) < 0:
+            raise FencedOut("the attempt lost its fence")
+        return int(rev) > 0
 
     async def flight_state(self, cache_key: str) -> tuple[bool, dict[str, Any] | None]:
         """Whether the flight lock is held, and the outcome its last holder left, if any."""

@@ -71,6 +71,9 @@ class Written(IntEnum):
     FINAL = 0  # the job is already final (or gone): nothing to do
     STALE = -1  # the guard failed: a runner is fenced out, or the record changed since read
     UNREPLICATED = 2  # applied, but no replica acknowledged it in time (see start_attempt)
+    # start_attempt only: nothing written, for want of a PixelLab call permit
+    NO_PERMIT = -2  # every permit is held
+    PAUSED = -3  # PixelLab calls are paused (a 401 or 402)
 
 
 @dataclass(frozen=True)

@@ -222,3 +222,31 @@ async def test_one_process_announces_per_interval(store: JobStore, redis: aiored
     assert await first.run_once() is None
     await redis.delete(keys.POSITIONS_TICK)  # the interval is over
     assert await second.run_once() == Announcement(waiting=1, announced=0)
+
+
+async def test_take_flight_takes_the_lock_and_writes_stage_10_only_for_the_fence(
+    store: JobStore, redis: aioredis.Redis
+) -> None:
+    from backend.errors import FencedOut
+
+    for job_id in ("f1", "f2"):
+        await admit(store, job_id)
+    first, first_token = await start(store, "f1")
+    second, second_token = await start(store, "f2")
+    # Both jobs ask for the same image: one lock between them.
+    second = second.model_copy(update={"cache_key": first.cache_key})
+    submitted = first.model_copy(update={"stage": Stage.SUBMITTED, "progress": 10})
+    events = await event_count(redis, "f1")
+    with pytest.raises(FencedOut):  # a stale token takes nothing and writes nothing
+        await store.take_flight(submitted, "not-the-fence", lease_ms=5_000)
+    assert await redis.exists(keys.flight(first.cache_key)) == 0
+    assert await store.take_flight(submitted, first_token, lease_ms=5_000) is True
+    assert await redis.get(keys.flight(first.cache_key)) == first_token.encode()
+    stored = await store.get("f1")
+    assert stored is not None and (stored.stage, stored.progress) == (Stage.SUBMITTED, 10)
+    assert await event_count(redis, "f1") == events + 1
+    # Held: the other attempt waits, and its job is not moved to stage 10.
+    waiting = second.model_copy(update={"stage": Stage.SUBMITTED, "progress": 10})
+    assert await store.take_flight(waiting, second_token, lease_ms=5_000) is False
+    other = await store.get("f2")
+    assert other is not None and other.stage is Stage.STARTED

@@ -186,7 +186,8 @@ async def test_an_answer_that_arrives_while_redis_is_down_is_kept(
             own = EmbeddedRedis(own.data_dir, port=own.port).start()
             done = await wait_for_status(http, job_id, token, FINAL, timeout_s=30)
             await asyncio.sleep(4)  # past a lease: a lost answer would have been asked again
-            calls = httpx.get(mock_pixellab.url + "/_mock/stats").json()["calls"][description]
+            stats = (await http.get(mock_pixellab.url + "/_mock/stats")).json()
+            calls = stats["calls"][description]
     finally:
         own.stop()
     assert done["status"] == "failed" and done["error"]["type"] == "invalid_request", done

@@ -1,14 +1,8 @@
 --[[
   acquirePermit: take one of the deployment's PixelLab call permits for an attempt, unless
-  the upstream is paused or every permit is held. Permits are leases (members of a zset
-  scored by expiry), renewed with the attempt's lease, so a dead worker cannot leak one.
-
-  The number of permits is SPRITEQ_PIXELLAB__MAX_CONCURRENCY, lowered while PixelLab
-  throttles (``limit`` in sq:upstream, see releasePermit).
-
-  When no permit is given, arq's claim on the job (its in-progress key, "1" until an
-  attempt starts) is dropped, so the job stays at its place in the queue for the next
-  worker that finds a permit free, instead of being locked for a lease.
+  the upstream is paused or every permit is held (include/permit.lua). Used by an attempt
+  that gave its permit back while it waited on another job's call; an attempt's first
+  permit is taken by startAttempt.
 
   KEYS[1] sq:permits              zset attempt token -> lease expiry (ms)
   KEYS[2] sq:upstream             hash: state, reason, since, limit
@@ -19,22 +13,7 @@
 
   Returns {1, held} granted; {0, held} every permit held; {-1, held} upstream paused.
 ]]
-local now = tonumber(ARGV[2])
-redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now)
-local held = redis.call("ZCARD", KEYS[1])
-local function refuse(code)
-  if redis.call("GET", KEYS[3]) == "1" then
-    redis.call("DEL", KEYS[3])
-  end
-  return {code, held}
-end
-if redis.call("HGET", KEYS[2], "state") == "paused" then
-  return refuse(-1)
-end
-local limit = math.floor(tonumber(redis.call("HGET", KEYS[2], "limit") or ARGV[4]))
-limit = math.max(1, math.min(limit, tonumber(ARGV[4])))
-if held >= limit and not redis.call("ZSCORE", KEYS[1], ARGV[1]) then
-  return refuse(0)
-end
-redis.call("ZADD", KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-return {1, held + 1}
+--@include permit
+local code, held = take_permit(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]),
+  tonumber(ARGV[3]), tonumber(ARGV[4]))
+return {code, held}

@@ -8,10 +8,16 @@
   this is a compare-and-set on ``rev``: if anything wrote the job since, nothing changes
   and the caller reads again.
 
+  An attempt calls PixelLab only with one of the deployment's call permits, taken here in
+  the same step (include/permit.lua) once the job is known to be runnable: without one,
+  nothing else changes and the job keeps its place in the queue.
+
   KEYS[1] sq:job:{id}
   KEYS[2] sq:events:{id}
   KEYS[3] sq:active                zset job_id -> started at (ms)
   KEYS[4] arq:in-progress:{id}     arq's lock on the job, held as our lease
+  KEYS[5] sq:permits               zset attempt token -> lease expiry (ms)
+  KEYS[6] sq:upstream              hash: state, reason, since, limit
 
   ARGV[1] guard ("rev:<n>")
   ARGV[2] the attempt's token       ARGV[3] worker id
@@ -19,12 +25,15 @@
   ARGV[6] fields to set, JSON object of strings
   ARGV[7] event data (JSON view)    ARGV[8] events stream max length
   ARGV[9] pub/sub channel           ARGV[10] job id
+  ARGV[11] max concurrency (SPRITEQ_PIXELLAB__MAX_CONCURRENCY); 0 = take no permit
 
-  Returns {1, rev} started; {0, status} not runnable (finished or gone: skip it);
-          {-1, status} the record changed since the read (read again).
+  Returns {1, rev} started (holding a permit); {0, status} not runnable (finished or gone:
+          skip it); {-1, status} the record changed since the read (read again);
+          {-2, held} every permit is held; {-3, held} PixelLab calls are paused.
 ]]
 --@include guard
 --@include record
+--@include permit
 
 local fields = cjson.decode(ARGV[6])
 local status = redis.call("HGET", KEYS[1], "status")
@@ -33,6 +42,14 @@ if status ~= "queued" and status ~= "active" then
 end
 if not guard_holds(KEYS[1], ARGV[1]) then
   return {-1, status}
+end
+local max = tonumber(ARGV[11])
+if max > 0 then
+  local code, held = take_permit(KEYS[5], KEYS[6], KEYS[4], ARGV[2], tonumber(ARGV[4]),
+    tonumber(ARGV[5]), max)
+  if code ~= 1 then
+    return {code - 2, held}
+  end
 end
 -- A place in the queue is only ever current: starting makes it meaningless.
 redis.call("HDEL", KEYS[1], "position", "estimated_wait_s")
