@@ -91,6 +91,8 @@ class JobRunner:
     inputs: InputStore | None = None
     # job id -> the attempt this worker runs; renewed by the worker's lease loop.
     attempts: dict[str, RunningAttempt] = field(default_factory=dict)
+    # job id -> its record as read with arq's claim, for the attempt about to start.
+    prefetched: dict[str, JobRecord] = field(default_factory=dict)
     # Every ``run`` until its last line, and every shielded write until it lands: what a
     # shutdown waits for before it closes the clients they use.
     _unfinished: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -108,6 +110,11 @@ class JobRunner:
     def leases(self) -> dict[str, tuple[str, str, bool]]:
         """``job id -> (token, flight key or "", holds a permit)`` of every running attempt."""
         return {job_id: (a.token, a.flight, a.permit) for job_id, a in self.attempts.items()}
+
+    def hand_over(self, record: JobRecord) -> None:
+        """The record read with the job's claim: its attempt starts from it, not from a read
+        of its own (the start is a compare-and-set, so a stale one is read again)."""
+        self.prefetched[record.job_id] = record
 
     def abandon(self, job_id: str) -> None:
         """Cancel an attempt that lost its fence: its PixelLab call is dropped at once."""
@@ -166,7 +173,7 @@ class JobRunner:
     async def _start(self, job_id: str) -> tuple[JobRecord, str] | None:
         """Take the job's fence for a new attempt; None when it is not ours to run."""
         for _ in range(START_TRIES):
-            record = await self.jobs.get(job_id)
+            record = self.prefetched.pop(job_id, None) or await self.jobs.get(job_id)
             if record is None or record.status.finished:
                 await self.jobs.drop_stale(job_id)
                 log.info("job_skipped", job_id=job_id, reason="finished or gone")

@@ -248,6 +248,7 @@ class SpriteWorker(Worker):
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         if "resources" in self.ctx:
+            self.ctx["runner"].prefetched.pop(job_id, None)  # its attempt never starts
             await self.ctx["resources"].jobs.drop_stale(job_id)
 
     async def close(self) -> None:
@@ -266,8 +267,10 @@ class SpriteWorker(Worker):
         """arq's ``start_jobs`` with its claim made one script (``claimJob``).
 
         arq claims each job with a WATCH, an EXISTS, a ZSCORE and a MULTI: four round trips
-        per job. The rest is arq's own loop, step for step: a semaphore slot and the job
-        counter per job, ``run_job`` in a task that gives both back when it ends.
+        per job. Here one, which also reads our record of the job for the attempt about to
+        start (``JobRunner.hand_over``). The rest is arq's own loop, step for step: a
+        semaphore slot and the job counter per job, ``run_job`` in a task that gives both
+        back when it ends.
         """
         if time.monotonic() < self._permit_wait_until:
             return
@@ -285,16 +288,18 @@ class SpriteWorker(Worker):
                 break
             self.job_counter += 1
             try:
-                score = await claim_job(scripts, self.queue_name, job_id, lock_ms=lock_ms)
+                claim = await claim_job(scripts, self.queue_name, job_id, lock_ms=lock_ms)
             except BaseException:
                 self.job_counter -= 1
                 self.sem.release()
                 raise
-            if score is None:
+            if claim is None:
                 self.job_counter -= 1
                 self.sem.release()
                 continue
-            task = self.loop.create_task(self.run_job(job_id, score))
+            if claim.record is not None:
+                self.ctx["runner"].hand_over(claim.record)
+            task = self.loop.create_task(self.run_job(job_id, claim.score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
         self._started_any = self.job_counter > before

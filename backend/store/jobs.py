@@ -62,6 +62,13 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def record_from(fields: dict[bytes, bytes]) -> JobRecord | None:
+    """A job record from its hash's fields as Redis returns them (None when empty)."""
+    if not fields:
+        return None
+    return JobRecord.from_fields({_text(k): _text(v) for k, v in fields.items()})
+
+
 class JobStore:
     def __init__(
         self,
@@ -184,10 +191,7 @@ class JobStore:
         return None if found is None else _text(found)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        fields = await self._redis.hgetall(keys.job(job_id))  # type: ignore[misc]
-        if not fields:
-            return None
-        return JobRecord.from_fields({_text(k): _text(v) for k, v in fields.items()})
+        return record_from(await self._redis.hgetall(keys.job(job_id)))  # type: ignore[misc]
 
     async def start_attempt(
         self,

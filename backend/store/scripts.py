@@ -113,6 +113,13 @@ class Scripts:
         result, value = await self._pipelined(name, keys, args, ("GET", get))
         return result, value
 
+    async def run_and_read(
+        self, name: str, keys: list[str], args: list[Any], *, hash_key: str
+    ) -> tuple[Any, dict[bytes, bytes]]:
+        """Run a script and ``HGETALL hash_key`` in one round trip (a pipeline, not atomic)."""
+        result, fields = await self._pipelined(name, keys, args, ("HGETALL", hash_key))
+        return result, fields
+
     async def run_then_wait(
         self, name: str, keys: list[str], args: list[Any], *, replicas: int, timeout_ms: int
     ) -> tuple[Any, int]:
