@@ -94,6 +94,19 @@ async def test_sigterm_finishes_short_jobs_and_requeues_long_ones(
     assert await redis.zcard(keys.INFLIGHT) == 0
 
 
+async def stack_on(
+    own: EmbeddedRedis, settings: Settings, processes: list[subprocess.Popen[bytes]], user: str
+) -> tuple[str, str]:
+    """An API and a worker on the Redis ``own`` (which the test will stop), and a token
+    for ``user``: (the API's URL, the token)."""
+    client = aioredis.Redis.from_url(own.url)
+    token = await TokenStore(client).create(user)
+    await client.aclose()
+    url = start_api(settings, processes)
+    start_worker(settings, processes)
+    return url, token
+
+
 @pytest.mark.timeout(120)
 async def test_redis_outage_fast_503_and_self_recovery(
     make_settings: Callable[..., Settings],
@@ -102,12 +115,7 @@ async def test_redis_outage_fast_503_and_self_recovery(
 ) -> None:
     own = EmbeddedRedis(tmp_path / "redis").start()  # not the session's server: this one dies
     try:
-        settings = make_settings(redis_url=own.url)
-        client = aioredis.Redis.from_url(own.url)
-        token = await TokenStore(client).create("carol")
-        await client.aclose()
-        url = start_api(settings, processes)
-        start_worker(settings, processes)
+        url, token = await stack_on(own, make_settings(redis_url=own.url), processes, "carol")
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             await wait_until(
                 lambda: _ready(http, expect=200), 20, "the stack to be ready before the outage"
@@ -165,11 +173,7 @@ async def test_an_answer_that_arrives_while_redis_is_down_is_kept(
     description = "a rejected owl [mock:failure][mock-latency:1500]"
     try:
         settings = make_settings(redis_url=own.url, jobs={"lease_s": 3})
-        client = aioredis.Redis.from_url(own.url)
-        token = await TokenStore(client).create("olga")
-        await client.aclose()
-        url = start_api(settings, processes)
-        start_worker(settings, processes)
+        url, token = await stack_on(own, settings, processes, "olga")
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             submitted = await http.post(
                 "/v1/jobs", json=sprite_request(description), headers=auth(token)
