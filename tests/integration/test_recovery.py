@@ -18,7 +18,7 @@ from backend.config import Settings
 from backend.embedded_redis import EmbeddedRedis
 from backend.store import keys
 from backend.store.tokens import TokenStore
-from fixtures.factories import auth, sprite_request, wait_for_status, wait_until
+from fixtures.factories import JobTimeout, auth, sprite_request, wait_for_status, wait_until
 from fixtures.servers import ThreadedUvicorn
 from fixtures.stack import start_api, start_worker
 
@@ -117,9 +117,7 @@ async def test_redis_outage_fast_503_and_self_recovery(
     try:
         url, token = await stack_on(own, make_settings(redis_url=own.url), processes, "carol")
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            await wait_until(
-                lambda: _ready(http, expect=200), 20, "the stack to be ready before the outage"
-            )
+            await _until_ready(http)
             own.stop()
             began = time.monotonic()
             down = await http.post("/v1/jobs", json=sprite_request(), headers=auth(token))
@@ -143,6 +141,16 @@ async def test_redis_outage_fast_503_and_self_recovery(
 
 async def _ready(http: httpx.AsyncClient, *, expect: int) -> bool:
     return (await http.get("/health/ready")).status_code == expect
+
+
+async def _until_ready(http: httpx.AsyncClient) -> None:
+    """Wait for ``/health/ready`` (Redis up and a worker's heartbeat): up to a minute, since
+    a worker's start on a loaded 2-core CI machine once took over 20 s; on failure, say
+    which check was not ok."""
+    try:
+        await wait_until(lambda: _ready(http, expect=200), 60, "the stack to be ready")
+    except JobTimeout:
+        raise AssertionError(f"never ready: {(await http.get('/health/ready')).text}") from None
 
 
 async def _first_accepted(http: httpx.AsyncClient, token: str) -> str:
