@@ -139,5 +139,9 @@ def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> N
     root.setLevel(level.upper())
     # A Python warning printed raw would be the one non-JSON line on stderr.
     logging.captureWarnings(True)
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+    # Lines we already write as events of our own: one per request (uvicorn.access, our
+    # request log) or per job start and end (arq.worker's "→"/"←" lines: job_started,
+    # job_completed). At INFO, arq's two lines a job cost a worker ~6 % of its CPU per job
+    # (docs/benchmarks.md).
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "arq.worker"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

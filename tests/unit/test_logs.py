@@ -90,6 +90,16 @@ def test_every_line_is_json_with_the_standard_fields_and_bound_ids(log_stream: i
     assert "ValueError: boom" in crashed["exception"]
 
 
+def test_arqs_per_job_lines_are_left_to_our_own_events(log_stream: io.StringIO) -> None:
+    # arq writes a "→" and a "←" INFO line per job; our job_started and job_completed say
+    # the same with the job's ids, so arq's are dropped (a worker's CPU per job, see
+    # docs/benchmarks.md). Its warnings and errors still come through.
+    arq = logging.getLogger("arq.worker")
+    arq.info("%6.2fs → %s(%s)%s", 0.01, "job-1:generate_sprite", "", "")
+    arq.warning("job-2 failed")
+    assert [line["event"] for line in lines(log_stream)] == ["job-2 failed"]
+
+
 def test_configure_logging_twice_keeps_capture_logs_working(log_stream: io.StringIO) -> None:
     logger = structlog.get_logger("tests.logs.cached")
     logger.info("first_use_caches_the_logger")
