@@ -216,7 +216,7 @@ class Outcomes:
         """
         if record.status is not JobStatus.ACTIVE:
             return record
-        if await self.jobs.takeovers_paused():
+        if await self.jobs.takeovers_paused(lease_ms=int(self.settings.lease_s * 1000)):
             # Just after a Redis outage: its runner may be alive and about to renew.
             log.info("job_takeover_deferred", job_id=record.job_id)
             return None

@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from backend import metrics
 from backend.errors import FencedOut, Unavailable
@@ -217,7 +217,7 @@ class JobStore:
         (code, value), durable = await self.run_durable(
             "startAttempt",
             [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id,
-             keys.PERMITS, keys.UPSTREAM],
+             keys.PERMITS, keys.UPSTREAM, retry_key_prefix + job_id],
             [
                 Guard.rev(read.rev), token, worker_id, now_ms(), lease_ms,
                 _json(started.to_fields("status", "stage", "progress", "attempts", "history",
@@ -414,8 +414,20 @@ class JobStore:
         """No attempt is taken over for ``for_ms`` (see ``keys.TAKEOVER_PAUSE``)."""
         await self._redis.set(keys.TAKEOVER_PAUSE, "1", px=for_ms)
 
-    async def takeovers_paused(self) -> bool:
-        return bool(await self._redis.exists(keys.TAKEOVER_PAUSE))
+    async def takeovers_paused(self, *, lease_ms: int) -> bool:
+        """Whether a lapsed lease may not be taken over yet, because its attempt may still be
+        alive and about to renew it: a worker back from a Redis outage paused takeovers
+        (``pause_takeovers``), or Redis itself started less than a lease ago. The second
+        covers a restart that no worker noticed before it took a job: one started after
+        it, or one that did not ask Redis during the outage."""
+        if await self._redis.exists(keys.TAKEOVER_PAUSE):
+            return True
+        try:
+            server = await self._redis.info("server")
+        except ResponseError:  # a managed Redis may refuse INFO: the pause key alone
+            return False
+        uptime_s = server.get("uptime_in_seconds")
+        return uptime_s is not None and float(uptime_s) * 1000 < lease_ms
 
     async def worker_alive(self, worker_id: str) -> bool:
         """Whether a worker still sends heartbeats (its key expires a few beats after)."""

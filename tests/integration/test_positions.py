@@ -18,6 +18,7 @@ from backend.models import JobRecord, JobStatus, Stage
 from backend.store import keys
 from backend.store.jobs import Admission, Announcement, JobStore, PlaceRules
 from backend.store.scripts import Scripts, with_includes
+from backend.store.writes import Written
 from fixtures.attempts import start_attempt
 
 SLOTS, MEDIAN_S = 1, 20.0
@@ -250,3 +251,29 @@ async def test_take_flight_takes_the_lock_and_writes_stage_10_only_for_the_fence
     assert await store.take_flight(waiting, second_token, lease_ms=5_000) is False
     other = await store.get("f2")
     assert other is not None and other.stage is Stage.STARTED
+
+
+async def test_a_start_refused_for_want_of_a_permit_is_not_one_of_arqs_tries(
+    store: JobStore, redis: aioredis.Redis
+) -> None:
+    # A job at the head of a queue whose call permits are all held is picked and refused
+    # several times a second. Before, each refusal was one of arq's tries, and after
+    # ARQ_MAX_TRIES (1000, ~30 s of a full cap with three workers) arq refused the job for
+    # good while our clean-up kept it queued: stuck forever (the chaos run, seed 15).
+    import uuid
+
+    from arq.constants import retry_key_prefix
+
+    await admit(store, "p1")
+    record = await store.get("p1")
+    assert record is not None
+    await redis.zadd(keys.PERMITS, {"someone-else": int(time.time() * 1000) + 60_000})
+    await redis.set(retry_key_prefix + "p1", 7)  # arq counted this run before our task
+    started = record.model_copy(update={"status": JobStatus.ACTIVE, "progress": 5})
+    written, held = await store.start_attempt(
+        record, started, token=uuid.uuid4().hex, worker_id="w", lease_ms=5_000, max_calls=1
+    )
+    assert (written, held) == (Written.NO_PERMIT, 1)
+    assert await redis.get(retry_key_prefix + "p1") == b"6"  # this run was not a try
+    stored = await store.get("p1")
+    assert stored is not None and stored.status is JobStatus.QUEUED  # nothing else changed

@@ -205,3 +205,25 @@ async def test_an_answer_that_arrives_while_redis_is_down_is_kept(
     assert done["status"] == "failed" and done["error"]["type"] == "invalid_request", done
     assert {k: n for k, n in calls.items() if k != "abandoned"} == {"answered:422": 1}, calls
     assert done["attempts"] == 1
+
+
+async def test_takeovers_wait_a_lease_after_redis_restarts(tmp_path: Path) -> None:
+    # A worker that starts just after a Redis restart never saw the outage, so it set no
+    # takeover pause. Before, it took the jobs whose leases lapsed in the outage at once,
+    # and paid PixelLab again for calls still alive on other workers (the full chaos run:
+    # "a shared chaos sprite … paid 2 times", its first attempt `interrupted`).
+    from backend.store.jobs import JobStore
+    from backend.store.scripts import Scripts
+
+    own = EmbeddedRedis(tmp_path / "redis").start()
+    client = aioredis.Redis.from_url(own.url)
+    try:
+        store = JobStore(client, Scripts(client), queue_name="q")
+        assert await store.takeovers_paused(lease_ms=30_000)  # Redis started just now
+        await asyncio.sleep(1.1)
+        assert not await store.takeovers_paused(lease_ms=1_000)  # up for longer than a lease
+        await store.pause_takeovers(for_ms=5_000)  # a worker back from an outage
+        assert await store.takeovers_paused(lease_ms=1_000)
+    finally:
+        await client.aclose()
+        own.stop()

@@ -18,6 +18,7 @@
   KEYS[4] arq:in-progress:{id}     arq's lock on the job, held as our lease
   KEYS[5] sq:permits               zset attempt token -> lease expiry (ms)
   KEYS[6] sq:upstream              hash: state, reason, since, limit
+  KEYS[7] arq:retry:{id}           arq's count of its runs of the job
 
   ARGV[1] guard ("rev:<n>")
   ARGV[2] the attempt's token       ARGV[3] worker id
@@ -30,6 +31,11 @@
   Returns {1, rev} started (holding a permit); {0, status} not runnable (finished or gone:
           skip it); {-1, status} the record changed since the read (read again);
           {-2, held} every permit is held; {-3, held} PixelLab calls are paused.
+
+  A job refused for want of a permit keeps its place, and arq's run of it is not a try:
+  arq counted it before our task ran, and a job at the head of a queue whose permits are
+  all held is picked and refused several times a second, so arq would soon refuse it as
+  past its tries and leave it in the queue forever.
 ]]
 --@include guard
 --@include record
@@ -48,6 +54,9 @@ if max > 0 then
   local code, held = take_permit(KEYS[5], KEYS[6], KEYS[4], ARGV[2], tonumber(ARGV[4]),
     tonumber(ARGV[5]), max)
   if code ~= 1 then
+    if tonumber(redis.call("GET", KEYS[7]) or "0") > 0 then
+      redis.call("DECR", KEYS[7])
+    end
     return {code - 2, held}
   end
 end
