@@ -14,12 +14,18 @@ import httpx
 from backend.errors import Unavailable
 
 _PR_SET_PDEATHSIG = 1
+# Resolved here, in the parent: a ``preexec_fn`` runs between fork and exec, where loading a
+# library (``dlopen``) can hang for good if another thread held the loader's lock at the
+# fork (gRPC's threads do, in a process that uses Firestore; seen as a child that never
+# started, in CI). Calling a function already resolved takes no such lock.
+_LINUX = sys.platform.startswith("linux")
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl if _LINUX else None
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """``preexec_fn``: on Linux the child gets SIGTERM when its parent dies, so none leaks."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn_cli(args: list[str], env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
