@@ -19,7 +19,7 @@ from types import TracebackType
 from urllib.parse import quote
 
 from backend.errors import Unavailable
-from backend.processes import die_with_parent, stop_process
+from backend.processes import stop_process, tied
 
 
 def free_port() -> int:
@@ -82,11 +82,10 @@ class EmbeddedRedis:
             self.data_dir.chmod(0o700)
         log = (self.data_dir / "valkey.log").open("ab")
         self._process = subprocess.Popen(
-            self.command(),
+            tied(self.command()),
             stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
         )
         log.close()
         if self.password and self._process.stdin is not None:

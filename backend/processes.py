@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import signal
+import os
 import subprocess
 import sys
 import time
@@ -13,26 +12,16 @@ import httpx
 
 from backend.errors import Unavailable
 
-_PR_SET_PDEATHSIG = 1
-# Resolved here, in the parent: a ``preexec_fn`` runs between fork and exec, where loading a
-# library (``dlopen``) can hang for good if another thread held the loader's lock at the
-# fork (gRPC's threads do, in a process that uses Firestore; seen as a child that never
-# started, in CI). Calling a function already resolved takes no such lock.
-_LINUX = sys.platform.startswith("linux")
-_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl if _LINUX else None
 
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """``preexec_fn``: on Linux the child gets SIGTERM when its parent dies, so none leaks."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def tied(argv: list[str]) -> list[str]:
+    """``argv`` run so that it dies with this process (``backend.launch``): nothing runs
+    in the child between fork and exec, so a spawn is safe with other threads running."""
+    return [sys.executable, "-m", "backend.launch", str(os.getpid()), *argv]
 
 
 def spawn_cli(args: list[str], env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
     """``spritequeue ARGS`` as a child process that dies with this one."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", *args], env=env, preexec_fn=die_with_parent, **popen
-    )
+    return subprocess.Popen(tied([sys.executable, "-m", "backend.cli", *args]), env=env, **popen)
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from backend.config import Settings
 from backend.embedded_redis import free_port
 from backend.models import JobRecord, SpriteRequest
-from backend.processes import die_with_parent, stop_process, wait_http
+from backend.processes import stop_process, tied, wait_http
 from backend.queue.producer import Producer
 from backend.queue.resources import Resources
 from fixtures.stack import settings_env
@@ -120,11 +120,10 @@ class Children:
     ) -> subprocess.Popen[bytes]:
         with (self.log_dir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                argv,
+                tied(argv),
                 env={**os.environ, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
             )
         self._running.append((name, process))
         return process
@@ -463,8 +462,8 @@ def api_child(settings: Settings, log_dir: Path) -> Iterator[tuple[int, subproce
 async def wait_answering(port: int, path: str, timeout_s: float = 60.0) -> None:
     """Until ``GET path`` on 127.0.0.1:``port`` answers below 500; raises ``TimeoutError``.
 
-    Asynchronous, not ``backend.processes.wait_http`` in a thread: children are started with
-    a ``preexec_fn``, which is not safe while other threads run.
+    Asynchronous, not ``backend.processes.wait_http`` in a thread: this process stays
+    single-threaded while it starts children.
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
