@@ -6,12 +6,15 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from arq.constants import retry_key_prefix
 
 from backend.config import LimitSettings
+from backend.errors import FencedOut
 from backend.limits.estimates import QueueEstimates, eta_s
 from backend.limits.positions import PositionAnnouncer
 from backend.models import JobRecord, JobStatus, Stage
@@ -228,8 +231,6 @@ async def test_one_process_announces_per_interval(store: JobStore, redis: aiored
 async def test_take_flight_takes_the_lock_and_writes_stage_10_only_for_the_fence(
     store: JobStore, redis: aioredis.Redis
 ) -> None:
-    from backend.errors import FencedOut
-
     for job_id in ("f1", "f2"):
         await admit(store, job_id)
     first, first_token = await start(store, "f1")
@@ -260,10 +261,6 @@ async def test_a_start_refused_for_want_of_a_permit_is_not_one_of_arqs_tries(
     # several times a second. Before, each refusal was one of arq's tries, and after
     # ARQ_MAX_TRIES (1000, ~30 s of a full cap with three workers) arq refused the job for
     # good while our clean-up kept it queued: stuck forever (the chaos run, seed 15).
-    import uuid
-
-    from arq.constants import retry_key_prefix
-
     await admit(store, "p1")
     record = await store.get("p1")
     assert record is not None

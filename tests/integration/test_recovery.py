@@ -17,6 +17,8 @@ import redis.asyncio as aioredis
 from backend.config import Settings
 from backend.embedded_redis import EmbeddedRedis
 from backend.store import keys
+from backend.store.jobs import JobStore
+from backend.store.scripts import Scripts
 from backend.store.tokens import TokenStore
 from fixtures.factories import JobTimeout, auth, sprite_request, wait_for_status, wait_until
 from fixtures.servers import ThreadedUvicorn
@@ -212,9 +214,6 @@ async def test_takeovers_wait_a_lease_after_redis_restarts(tmp_path: Path) -> No
     # takeover pause. Before, it took the jobs whose leases lapsed in the outage at once,
     # and paid PixelLab again for calls still alive on other workers (the full chaos run:
     # "a shared chaos sprite … paid 2 times", its first attempt `interrupted`).
-    from backend.store.jobs import JobStore
-    from backend.store.scripts import Scripts
-
     own = EmbeddedRedis(tmp_path / "redis").start()
     client = aioredis.Redis.from_url(own.url)
     try:
