@@ -7,7 +7,10 @@ served both at the root and under ``/v1``, so either form of base URL works.
 
 Two more markers script faults per prompt: ``[mock-fail:503*2]`` answers the first two
 calls with that prompt 503 (any 4xx/5xx status), then follows the scenario;
-``[mock-retry-after:30]`` sets the ``Retry-After`` of a 429 or 503 answer (default 1 s).
+``[mock-retry-after:30]`` sets the ``Retry-After`` of a 429 or 503 answer (default 1 s);
+``[mock-body-ms:1500]`` sends a successful answer's headers at once and its body that much
+later (a large answer on a slow link: PixelLab has begun to answer, and a client that hangs
+up now has been answered all the same).
 
 ``GET /_mock/stats`` and ``POST /_mock/reset`` let tests count the generations that got
 through authentication and validation ("PixelLab got exactly one call"), how each call
@@ -55,6 +58,7 @@ _SCENARIO_MARKER = re.compile(r"\[mock:([a-z_]+)\]")
 _LATENCY_MARKER = re.compile(r"\[mock-latency:(\d+)\]")
 _FAIL_MARKER = re.compile(r"\[mock-fail:([45]\d\d)\*(\d+)\]")
 _RETRY_AFTER_MARKER = re.compile(r"\[mock-retry-after:(\d+)\]")
+_BODY_DELAY_MARKER = re.compile(r"\[mock-body-ms:(\d+)\]")
 _HANG_S = 3600.0
 _START_BALANCE_USD = 100.0
 _COST_USD = 0.01
@@ -136,6 +140,8 @@ class _MockPixelLab:
         finally:
             self.in_flight -= 1
         status = response.status_code
+        if status != 499 and await request.is_disconnected():
+            status = 499  # the client hung up while the answer was being drawn
         ledger["abandoned" if status == 499 else f"answered:{status}"] += 1
         return response
 
@@ -164,8 +170,13 @@ class _MockPixelLab:
             self.spent_usd += _COST_USD
             if parsed.frames > 1:
                 images = [_image(parsed, body + bytes([i])) for i in range(parsed.frames)]
-                return JSONResponse({"images": images, "usage": usage})
-            return JSONResponse({"image": _image(parsed, body), "usage": usage})
+                answer: dict[str, Any] = {"images": images, "usage": usage}
+            else:
+                answer = {"image": _image(parsed, body), "usage": usage}
+            body_ms = _marker(_BODY_DELAY_MARKER, description)
+            if body_ms is not None:
+                return _SlowBody(answer, int(body_ms) / 1000)
+            return JSONResponse(answer)
         if scenario == "timeout":
             await _sleep_while_connected(request, _HANG_S)
             return _error(504, "mock timeout scenario: gave up after an hour")
@@ -224,6 +235,22 @@ class _MockPixelLab:
         self.balance_checks = 0
         self.spent_usd = 0.0
         return JSONResponse({"generations": 0, "by_description": {}})
+
+
+class _SlowBody(JSONResponse):
+    """A JSON answer whose headers go out at once and whose body follows ``delay_s`` later."""
+
+    def __init__(self, content: Any, delay_s: float) -> None:
+        super().__init__(content)
+        self.delay_s = delay_s
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code,
+             "headers": self.raw_headers}
+        )  # fmt: skip
+        await asyncio.sleep(self.delay_s)
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:

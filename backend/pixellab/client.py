@@ -100,14 +100,24 @@ class PixelLabClient:
         )  # fmt: skip
 
     async def generate(
-        self, path: str, body: dict[str, Any], *, timeout_s: float, animation: bool = False
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        animation: bool = False,
+        answering: asyncio.Event | None = None,
     ) -> GeneratedFrames:
         """POST ``body`` to a generation ``path``; the frames of its answer (``images`` for
-        an ``animation``, else one ``image``). Raises ``UpstreamError`` on any failure."""
+        an ``animation``, else one ``image``). ``answering`` is set once PixelLab's answer
+        has begun (its status line and headers are in). Raises ``UpstreamError`` on any
+        failure."""
         started = time.perf_counter()
         outcome = ErrorType.INTERNAL.value
         try:
-            response = await self._send("POST", path, json=body, timeout_s=timeout_s)
+            response = await self._send(
+                "POST", path, json=body, timeout_s=timeout_s, answering=answering
+            )
             parsed: GenerateImageResponse | GenerateImagesResponse = (
                 _parse(response, GenerateImagesResponse)
                 if animation
@@ -132,14 +142,27 @@ class PixelLabClient:
         return _parse(response, BalanceResponse).usd
 
     async def _send(
-        self, method: str, path: str, *, timeout_s: float, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout_s: float,
+        json: Any = None,
+        answering: asyncio.Event | None = None,
     ) -> httpx.Response:
         connect_s = min(self._http.timeout.connect or timeout_s, timeout_s)
         # httpx's timeouts bound each socket operation; asyncio.timeout bounds the call.
         timeout = httpx.Timeout(timeout_s, connect=connect_s)
+        request = self._http.build_request(method, path, json=json, timeout=timeout)
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._http.request(method, path, json=json, timeout=timeout)
+                response = await self._http.send(request, stream=True)
+                try:
+                    if answering is not None:
+                        answering.set()
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise UpstreamError(
                 f"PixelLab did not answer within {timeout_s:g} s ({type(exc).__name__})",

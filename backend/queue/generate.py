@@ -8,6 +8,7 @@ The record's request names each input image by digest (``{"sha256": ...}``, see
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 from typing import Any
@@ -62,15 +63,18 @@ class Generator:
     pixellab: PixelLabClient
     inputs: InputStore | None
 
-    async def __call__(self, record: JobRecord) -> CachedImage:
-        """Call PixelLab for ``record``; raises ``UpstreamError`` on any failure."""
+    async def __call__(
+        self, record: JobRecord, *, answering: asyncio.Event | None = None
+    ) -> CachedImage:
+        """Call PixelLab for ``record``; raises ``UpstreamError`` on any failure.
+        ``answering`` is set once PixelLab has begun to answer (``PixelLabClient.generate``)."""
         fields = record.request
         operation = str(fields.get("operation", "pixflux"))
         needed = digests(fields)
         pngs = await self.inputs.get(needed) if needed and self.inputs is not None else {}
         generated = await self.pixellab.generate(
             ENDPOINTS[operation], upstream_body(fields, pngs), timeout_s=record.timeout_s,
-            animation=operation in ANIMATIONS,
+            animation=operation in ANIMATIONS, answering=answering,
         )  # fmt: skip
         try:
             png, width, height = sprites.sheet(generated.frames)

@@ -300,8 +300,36 @@ class JobRunner:
                 return shared, True
 
     async def _call(self, record: JobRecord, token: str) -> CachedImage:
-        """Call PixelLab while holding the flight lock (taken with stage 10 written); let it
-        go however the call ends."""
+        """Call PixelLab while holding the flight lock (taken with stage 10 written), keep
+        the image and land the attempt.
+
+        The call runs as a task of its own. A stop (or an abandon) that comes before
+        PixelLab answers cuts the call off. One that comes once PixelLab has begun to
+        answer waits for the rest, as for the image's keeping and the 90 % write: that
+        answer is paid for, and cut off here it would be asked for, and paid, again by the
+        next attempt. (A fenced-out attempt's writes are refused all the same.)
+        """
+        answering = asyncio.Event()
+        call = asyncio.ensure_future(self._call_and_land(record, token, answering))
+        self._track(call)
+        while True:
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                if not answering.is_set():
+                    call.cancel()
+                    await asyncio.wait({call})
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                log.info("stop_waits_for_answer", job_id=record.job_id)
+
+    async def _call_and_land(
+        self, record: JobRecord, token: str, answering: asyncio.Event
+    ) -> CachedImage:
+        """The call itself, the image kept, the attempt landed; the lock let go however the
+        call ends."""
         attempt = self.attempts.get(record.job_id)
         if attempt is not None:
             attempt.flight = keys.flight(record.cache_key)
@@ -310,7 +338,7 @@ class JobRunner:
         landed = False  # the permit and the lock went back with the 90 % write
         try:
             try:
-                image = await self.generator(record)
+                image = await self.generator(record, answering=answering)
                 told = CallOutcome.OK
             except UpstreamError as exc:
                 if exc.error_type is ErrorType.INVALID_REQUEST:

@@ -107,6 +107,40 @@ async def test_a_deploy_mid_call_spends_no_retry(
     assert await redis.zcard(keys.DLQ) == 0
 
 
+@pytest.mark.timeout(90)
+async def test_a_deploy_as_pixellab_answers_keeps_the_answer(
+    make_settings: Callable[..., Settings],
+    redis: aioredis.Redis,
+    tokens: dict[str, str],
+    mock_pixellab: ThreadedUvicorn,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    # PixelLab has begun to answer (headers in, a large body still on its way) when the
+    # deploy's grace runs out. Before: the stop cut the read off, the job went back to the
+    # queue as interrupted and the next worker paid PixelLab for the same image again (seen
+    # in the chaos run as "paid 2 times" after an interrupted attempt).
+    settings = make_settings(worker={"shutdown_grace_s": 0.3})
+    description = "a heron answered slowly [mock-latency:200][mock-body-ms:2000]"
+    url = start_api(settings, processes)
+    worker = start_worker(settings, processes)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        job_id = await submit(http, tokens["alice"], description)
+
+        async def answering() -> bool:
+            return mock_calls(mock_pixellab, description).get("answered:200", 0) > 0
+
+        await wait_until(answering, 20, "PixelLab's answer to begin")
+        worker.send_signal(signal.SIGTERM)  # the deploy: its grace ends mid-answer
+        assert await asyncio.to_thread(worker.wait, 20) == 0
+        start_worker(settings, processes)
+        done = await wait_for_status(http, job_id, tokens["alice"], FINAL, timeout_s=30)
+        await asyncio.sleep(1.0)  # a second call, if any, would have begun by now
+    stored = await admin_view(redis, job_id)
+    assert done["status"] == "completed", (done, stored)
+    assert mock_calls(mock_pixellab, description) == {"answered:200": 1}, outcomes(stored)
+    assert outcomes(stored) == ["completed"]
+
+
 # ---- a single flight that holds ------------------------------------------------------------
 
 

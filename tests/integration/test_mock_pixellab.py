@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from backend.config import PixelLabSettings
 from backend.errors import ErrorType, UpstreamError
 from backend.pixellab import PixelLabClient, create_http_client, png_size
+from backend.pixellab.client import PIXFLUX_PATH
 from fixtures import ThreadedUvicorn
 from mocks import create_mock_app
 
@@ -280,6 +282,23 @@ async def test_fault_markers_fail_the_first_calls_then_follow_the_scenario(
         "answered:503": 2,
         "answered:200": 1,
     }
+
+
+async def test_a_slow_body_is_answered_before_it_arrives(
+    pixellab: PixelLabClient, mock: ThreadedUvicorn
+) -> None:
+    # [mock-body-ms:N]: headers at once, the body N ms later. The client says when the
+    # answer began (what a stop waits on: that answer is paid for), not when it ended.
+    await reset(mock)
+    description = "a slow-bodied frog [mock-body-ms:1500]"
+    answering = asyncio.Event()
+    call = asyncio.create_task(
+        pixellab.generate(PIXFLUX_PATH, fields(description), timeout_s=5.0, answering=answering)
+    )
+    await asyncio.wait_for(answering.wait(), 5)
+    assert not call.done()  # the body is still on its way
+    assert (await stats(mock))["calls"][description] == {"answered:200": 1}
+    assert (await call).frames[0].startswith(b"\x89PNG")
 
 
 def test_unknown_server_scenario_is_refused() -> None:
