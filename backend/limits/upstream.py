@@ -108,7 +108,7 @@ class Upstream:
         await self._redis.hset(  # type: ignore[misc]
             keys.UPSTREAM, mapping={"state": UpstreamState.OK.value, "since": time.time()}
         )
-        await self._redis.publish(keys.WAKE_CHANNEL, "")  # the jobs that waited go now
+        await self._redis.publish(keys.WAKE_CHANNEL, "permit")  # the jobs that waited go now
         if before != UpstreamState.OK.value:
             self._changed(UpstreamState.OK, None, by=by)
         return await self.view()

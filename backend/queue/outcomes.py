@@ -41,6 +41,7 @@ from backend.retry import (
     visible_message,
 )
 from backend.store.jobs import DeadLetter, Guard, JobStore, Requeued, Written
+from backend.store.scripts import ScriptCall
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -237,6 +238,14 @@ class Outcomes:
         self, record: JobRecord, token: str, image: CachedImage, *, shared: bool, duration_s: float
     ) -> None:
         """The job completed with ``image`` (its own call's, or shared when ``shared``)."""
+        call = self.completion(record, token, image, shared=shared, duration_s=duration_s)
+        written, _ = await self.through_outage(lambda: self.jobs.run_finish(call))
+        self.log_completion(written, shared=shared, duration_s=duration_s)
+
+    def completion(
+        self, record: JobRecord, token: str, image: CachedImage, *, shared: bool, duration_s: float
+    ) -> ScriptCall:
+        """The completion's write, to run alone (``completed``) or with others."""
         now = time.time()
         done = record.finished_as(
             JobStatus.COMPLETED,
@@ -246,10 +255,13 @@ class Outcomes:
             result=result_info(record.job_id, image),
             history=close_attempt(record.history, now, "completed"),
         )
-        guard, keep_s = Guard.fence(token), self.settings.keep_finished_s
-        written, _ = await self.through_outage(
-            lambda: self.jobs.finish(done, guard=guard, keep_s=keep_s, duration_s=duration_s)
-        )
+        return self.jobs.finish_call(
+            done, guard=Guard.fence(token), keep_s=self.settings.keep_finished_s,
+            duration_s=duration_s,
+        )  # fmt: skip
+
+    @staticmethod
+    def log_completion(written: Written, *, shared: bool, duration_s: float) -> None:
         if written is Written.APPLIED:
             metrics.JOBS_FINISHED.labels("completed").inc()
             log.info("job_completed", duration_s=round(duration_s, 3), shared=shared)

@@ -71,6 +71,7 @@ class RunningAttempt:
     task: asyncio.Task[Any]
     flight: str = ""  # the single-flight lock key while this attempt holds it
     permit: bool = True  # holds one of the deployment's PixelLab call permits
+    began: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -150,11 +151,12 @@ class JobRunner:
         started = await self._start(job_id)
         if started is None:
             return
-        record, token = started
+        record, token, flight = started
         task = asyncio.current_task()
         assert task is not None
         self._track(task)
-        attempt = self.attempts[job_id] = RunningAttempt(token, task)
+        held = keys.flight(record.cache_key) if flight else ""
+        attempt = self.attempts[job_id] = RunningAttempt(token, task, flight=held)
         try:
             with structlog.contextvars.bound_contextvars(
                 job_id=job_id, user_id=record.user, request_id=record.request_id
@@ -167,11 +169,15 @@ class JobRunner:
             self.attempts.pop(job_id, None)
             if attempt.permit:  # not used for a call: a cache hit, a skip, a shutdown
                 await self._settle(self.outcomes.release_quietly(token, CallOutcome.UNUSED))
+            if attempt.flight:  # taken with the start, left before a call (a stop, an outage)
+                await self._settle(self._let_go_of_flight(record.cache_key, token))
 
     # ---- starting -------------------------------------------------------------------------
 
-    async def _start(self, job_id: str) -> tuple[JobRecord, str] | None:
-        """Take the job's fence for a new attempt; None when it is not ours to run."""
+    async def _start(self, job_id: str) -> tuple[JobRecord, str, bool] | None:
+        """Take the job's fence for a new attempt, and its cache key's flight lock when it is
+        free (``(record, token, whether the lock is held)``); None when it is not ours to
+        run."""
         for _ in range(START_TRIES):
             record = self.prefetched.pop(job_id, None) or await self.jobs.get(job_id)
             if record is None or record.status.finished:
@@ -194,17 +200,19 @@ class JobRunner:
                     "started_at": record.started_at or now,
                 }
             )
+            submitted = started.model_copy(update={"stage": Stage.SUBMITTED, "progress": 10})
             # ``record`` keeps the revision it was read at: the start is a compare-and-set,
-            # and it takes a PixelLab call permit in the same step.
-            written, value = await self.jobs.start_attempt(
-                record, started, token=token, worker_id=self.worker_id,
+            # and it takes a PixelLab call permit and the flight lock in the same step.
+            written, value, flight = await self.jobs.begin_attempt(
+                record, started, submitted, token=token, worker_id=self.worker_id,
                 lease_ms=self.lease_ms, max_calls=self.upstream.max_concurrency,
             )  # fmt: skip
             if written is Written.APPLIED:
                 if attempt.number == 1:
                     metrics.JOB_WAIT.observe(max(now - record.created_at, 0.0))
                 log.info("job_started", job_id=job_id, attempt=attempt.number)
-                return started.model_copy(update={"rev": value, "fence": token}), token
+                mine = submitted if flight else started
+                return mine.model_copy(update={"rev": value, "fence": token}), token, flight
             if written in (Written.NO_PERMIT, Written.PAUSED):
                 # The job keeps its place in the queue; this worker looks again shortly.
                 permit = Permit.BUSY if written is Written.NO_PERMIT else Permit.PAUSED
@@ -213,6 +221,8 @@ class JobRunner:
                 return None
             if written is Written.UNREPLICATED:
                 await self.upstream.release(token, CallOutcome.UNUSED)
+                if flight:
+                    await self.jobs.release_flight(record.cache_key, token, outcome=None, keep_ms=0)
                 # Replication lags (or a failover is under way): no call until it catches up.
                 mine = started.model_copy(update={"rev": value, "fence": token})
                 history = close_attempt(mine.history, time.time(), "interrupted")
@@ -229,7 +239,7 @@ class JobRunner:
     # ---- one attempt ----------------------------------------------------------------------
 
     async def _attempt(self, record: JobRecord, token: str) -> None:
-        began = time.monotonic()
+        began = self.attempts[record.job_id].began
         try:
             image, shared = await self._generate(record, token)
         except asyncio.CancelledError:
@@ -260,9 +270,10 @@ class JobRunner:
             return
         duration = time.monotonic() - began
         metrics.JOB_DURATION.observe(duration)
-        await self._settle(
-            self.outcomes.completed(record, token, image, shared=shared, duration_s=duration)
-        )
+        if shared:  # its own call's completion was written with the landing (``_land``)
+            await self._settle(
+                self.outcomes.completed(record, token, image, shared=True, duration_s=duration)
+            )
 
     async def _generate(self, record: JobRecord, token: str) -> tuple[CachedImage, bool]:
         """The image, and whether it came from another job's call (cache or single flight).
@@ -273,10 +284,15 @@ class JobRunner:
         or the holder's final failure (shared without a call), or takes the lock itself:
         exactly one of them, since taking it is a ``SET NX``.
         """
+        attempt = self.attempts[record.job_id]
         cached = await self.cache.get(record.cache_key)
         if cached is not None:
+            if attempt.flight:  # taken with the start: no call after all
+                attempt.flight = ""
+                await self._let_go_of_flight(record.cache_key, token)
             return cached, True
-        attempt = self.attempts[record.job_id]
+        if attempt.flight:  # taken with the start (stage 10 written)
+            return await self._call(record, token), False
         submitted = record.model_copy(update={"stage": Stage.SUBMITTED, "progress": 10})
         while True:
             if await self.jobs.take_flight(submitted, token, lease_ms=self.lease_ms):
@@ -354,7 +370,7 @@ class JobRunner:
             # Cached before anything else: the call is paid for, and a fenced-out attempt's
             # image still serves the attempt that took over.
             await self._keep(image)
-            await self.outcomes.through_outage(lambda: self._land(record, token, attempt))
+            await self.outcomes.through_outage(lambda: self._land(record, token, attempt, image))
             landed = True
             return image
         finally:
@@ -371,28 +387,36 @@ class JobRunner:
                     )
                 )
 
-    async def _land(self, record: JobRecord, token: str, attempt: RunningAttempt | None) -> None:
-        """After a paid call, in one round trip: the permit back, stage 90, the lock free.
+    async def _land(
+        self, record: JobRecord, token: str, attempt: RunningAttempt | None, image: CachedImage
+    ) -> None:
+        """After a paid call, in one round trip: the permit back, stage 90, the lock free,
+        the job completed.
 
         Each part is idempotent, so a retry through an outage does no harm. Raises
-        ``FencedOut`` when the attempt lost its fence (the lock and permit go back anyway).
+        ``FencedOut`` when the attempt lost its fence (the lock and permit go back anyway;
+        the completion is refused by the same fence).
         """
         update = record.model_copy(update={"stage": Stage.RECEIVED, "progress": 90})
+        duration = time.monotonic() - attempt.began if attempt is not None else 0.0
         calls = [
             self.jobs.progress_call(update, "stage", "progress", token=token),
             self.jobs.release_flight_call(
                 record.cache_key, token, outcome=None, keep_ms=FLIGHT_OUTCOME_KEEP_MS
             ),
+            self.outcomes.completion(update, token, image, shared=False, duration_s=duration),
         ]
         permit = attempt is not None and attempt.permit
         if permit:
             calls.append(self.upstream.release_call(token, CallOutcome.OK))
-        results = await self.jobs.run_together(calls)
+        results = await self.jobs.run_together(calls, durable=True)
         if permit and attempt is not None:
             attempt.permit = False
-            self.upstream.released(CallOutcome.OK, results[2])
+            self.upstream.released(CallOutcome.OK, results[3])
         if not results[0]:
             raise FencedOut("the attempt lost its fence")
+        written, _ = self.jobs.finished(results[2])
+        self.outcomes.log_completion(written, shared=False, duration_s=duration)
 
     async def _keep(self, image: CachedImage) -> None:
         """Store a paid-for image, trying again while our Redis is away (up to ``KEEP_S``):
@@ -405,6 +429,14 @@ class JobRunner:
                 log.error("image_not_kept", cache_key=image.key)
                 return
             await asyncio.sleep(KEEP_RETRY_S)
+
+    async def _let_go_of_flight(self, cache_key: str, token: str) -> None:
+        """Release a flight lock no call was made under; a failing Redis lets it lapse with
+        the lease instead."""
+        try:
+            await self.jobs.release_flight(cache_key, token, outcome=None, keep_ms=0)
+        except RedisError:
+            log.warning("flight_left_to_lease", cache_key=cache_key)
 
     async def _wait_for_flight(self, record: JobRecord) -> CachedImage | None:
         """Wait while another attempt holds the flight lock; then its image, or None to try

@@ -1,15 +1,19 @@
 """Wake an idle worker when there is work, instead of polling every few milliseconds.
 
-The scripts that make work available publish on ``sq:wake``: ``admitJob`` (a new job),
-``requeueJob`` (a job back in the queue) and ``releasePermit`` (a PixelLab call permit
-freed for a job that waited for one), and ``finishJob`` for a job whose webhook is due (its
-listener wakes the deliverer, ``queue.webhooks``). Each worker keeps one subscription and an
-``asyncio.Event``; its poll loop, when the last poll found nothing to start, waits on it,
-for at most the fallback interval or until the next deferred job is due.
+The scripts that make work available publish on ``sq:wake``, and the message says what:
+``job`` (``admitJob``, ``admitGroup``: a new job), ``requeue`` (``requeueJob``: a job back in
+the queue, perhaps deferred), ``permit`` (``releasePermit``, a resume: a PixelLab call
+permit freed for a job that waited for one), ``abort`` (``finishJob``: a running job was
+cancelled) and ``webhook`` (``finishJob``, a cache hit: a webhook is due). Each worker keeps
+one subscription and an ``asyncio.Event``; its poll loop, when the last poll left nothing
+due to start, waits on it, for at most the fallback interval or until the next deferred job
+is due. What the message says spares the worker the reads it would not need: the next
+deferred job is looked up only after a ``requeue``, arq's abort set only after an
+``abort``, and a ``webhook`` wakes the deliverer, not the poll loop.
 
 A message can be missed (the subscription drops with Redis, or lands between two waits):
-the fallback poll bounds the delay it costs, so a wake-up is an optimisation, never a
-requirement.
+the fallback poll bounds the delay it costs, and a (re)subscription counts as every kind
+of message at once, so a wake-up is an optimisation, never a requirement.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ log = structlog.get_logger(__name__)
 
 RESUBSCRIBE_S = 1.0
 READ_S = 1.0
+# What a message on sq:wake says (see the module's docstring); EVERYTHING stands for a
+# (re)subscription, or a message without a kind.
+JOB, REQUEUE, PERMIT, ABORT, WEBHOOK = "job", "requeue", "permit", "abort", "webhook"
+EVERYTHING = "*"
 
 
 class Wakeups:
@@ -37,6 +45,9 @@ class Wakeups:
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
+        # Whether a job may have been deferred, or a running job aborted, since the worker
+        # last looked (``take``); both true until the first look.
+        self._seen = {REQUEUE, ABORT}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="wakeups")
@@ -45,8 +56,26 @@ class Wakeups:
         await cancel_and_wait(self._task)
 
     def add_listener(self, listener: Callable[[], None]) -> None:
-        """Also call ``listener`` on every message (the webhook deliverer's wake-up)."""
+        """Call ``listener`` when a webhook is due (the deliverer's wake-up)."""
         self._listeners.append(listener)
+
+    def take(self, kind: str) -> bool:
+        """Whether a message of ``kind`` (``REQUEUE``, ``ABORT``) came since the last
+        ``take`` of it."""
+        seen = kind in self._seen
+        self._seen.discard(kind)
+        return seen
+
+    def _received(self, kind: str) -> None:
+        if kind in (WEBHOOK, EVERYTHING):
+            for listener in self._listeners:
+                listener()
+        if kind == EVERYTHING:
+            self._seen.update((REQUEUE, ABORT))
+        elif kind in (REQUEUE, ABORT):
+            self._seen.add(kind)
+        if kind != WEBHOOK:
+            self._event.set()
 
     def set(self) -> None:
         """Wake the worker from within the process (a slot freed)."""
@@ -75,9 +104,10 @@ class Wakeups:
                     if message is not None:
                         # "subscribe" too: (re)subscribed, so anything published meanwhile
                         # was missed.
-                        self._event.set()
-                        for listener in self._listeners:
-                            listener()
+                        subscribed = message["type"] != "message"
+                        data = message["data"]
+                        kind = data.decode() if isinstance(data, bytes) else str(data)
+                        self._received(EVERYTHING if subscribed or not kind else kind)
             except (RedisError, OSError) as exc:
                 log.debug("wakeups_lost", error=type(exc).__name__)
             finally:

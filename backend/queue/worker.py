@@ -33,8 +33,9 @@ from typing import Any
 
 import httpx
 import structlog
-from arq.utils import timestamp_ms
-from arq.worker import Worker, func
+from arq.jobs import SerializationError, deserialize_job_raw
+from arq.utils import ms_to_datetime, timestamp_ms
+from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
 from backend.aio import cancel_and_wait, run_every
@@ -48,10 +49,10 @@ from backend.queue.resources import Resources, open_resources
 from backend.queue.runner import JobRunner
 from backend.queue.serializer import deserialize, serialize
 from backend.queue.tasks import generate_sprite
-from backend.queue.wakeups import Wakeups
+from backend.queue.wakeups import ABORT, REQUEUE, Wakeups
 from backend.queue.webhooks import WebhookDeliverer
 from backend.store import keys
-from backend.store.claims import claim_job
+from backend.store.claims import Claim, claim_job
 from backend.store.connect import arq_settings
 
 log = structlog.get_logger(__name__)
@@ -193,9 +194,18 @@ class SpriteWorker(Worker):
       loudly if arq's internals change under these hooks.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._claims: dict[str, Claim] = {}  # job id -> its claim, until its run begins
+
     _redis_down = False
     _permit_wait_until = 0.0
-    _started_any = False  # whether the last poll started a job
+    # Whether the queue may hold due jobs this worker has not started: its last poll stopped
+    # for want of a slot or a permit, or read as many ids as a poll reads.
+    _more_due = True
+    _next_due_ms: float | None = None  # the next deferred job's score, as last read
+    _look_for_deferred = True  # read it again at the next wait
+    _next_abort_check = 0.0
     _idle_poll_s = 2.0
 
     def wait_for_permit(self, permit: Permit) -> None:
@@ -204,12 +214,21 @@ class SpriteWorker(Worker):
         at every poll."""
         wait_s = PAUSED_WAIT_S if permit is Permit.PAUSED else PERMIT_WAIT_S
         self._permit_wait_until = time.monotonic() + wait_s
+        self._more_due = True  # the job is still due
+
+    def slot_freed(self) -> None:
+        """A job ended: look at the queue again at once if the last poll left due jobs
+        behind; otherwise new work comes with a wake-up."""
+        wakeups: Wakeups | None = self.ctx.get("wakeups")
+        if wakeups is not None and self._more_due:
+            wakeups.set()
 
     async def _poll_iteration(self) -> None:
         try:
             if self._redis_down and "loops" in self.ctx:
                 await self.ctx["loops"].recovered()
-            self._started_any = False
+            if self.job_counter >= self.max_jobs:
+                self._more_due = True  # no look at the queue this time
             await super()._poll_iteration()
             self._redis_down = False
             await self._until_work()
@@ -220,28 +239,51 @@ class SpriteWorker(Worker):
             await asyncio.sleep(REDIS_RETRY_S)
 
     async def _until_work(self) -> None:
-        """After a poll that started nothing (or with every slot busy), wait for a wake-up,
-        the next deferred job, or ``idle_poll_s``, instead of polling again at once."""
+        """After a poll that left nothing due to start (or with every slot busy), wait for a
+        wake-up, the next deferred job, or ``idle_poll_s``, instead of polling again at once."""
         wakeups: Wakeups | None = self.ctx.get("wakeups")
         if wakeups is None or self.burst:
             return
-        if self._started_any and self.job_counter < self.max_jobs:
-            return  # it found work: there may be more
         now = time.monotonic()
+        has_slot = self.job_counter < self.max_jobs
+        waiting_for_permit = now < self._permit_wait_until
+        if self._more_due and has_slot and not waiting_for_permit:
+            return  # due jobs were left behind: look again at once
         timeout = self._idle_poll_s
-        if now < self._permit_wait_until:
+        if waiting_for_permit:
             timeout = min(timeout, self._permit_wait_until - now)
-        elif self.job_counter < self.max_jobs:
+        elif has_slot:
+            due_ms = await self._next_deferred_ms(wakeups)
+            if due_ms is not None:
+                timeout = min(timeout, max(due_ms - timestamp_ms(), 0) / 1000)
+        if not await wakeups.wait(timeout):
+            self._look_for_deferred = True  # the fallback: nothing is taken on trust
+
+    async def _next_deferred_ms(self, wakeups: Wakeups) -> float | None:
+        """When the next deferred job is due. Read from the queue only when that may have
+        changed: after a ``requeue`` message, once the last one read is due, or at the
+        fallback; admissions never defer a job."""
+        stale = self._next_due_ms is not None and self._next_due_ms <= timestamp_ms()
+        if wakeups.take(REQUEUE) or stale or self._look_for_deferred:
+            self._look_for_deferred = False
             due = await self.pool.zrangebyscore(
                 self.queue_name, f"({timestamp_ms()}", "+inf", start=0, num=1, withscores=True
             )
-            if due:
-                timeout = min(timeout, max(due[0][1] - timestamp_ms(), 0) / 1000)
-        await wakeups.wait(timeout)
+            self._next_due_ms = due[0][1] if due else None
+        return self._next_due_ms
 
     async def _cancel_aborted_jobs(self) -> None:
-        if self.job_tasks:  # nothing to abort on an idle worker: no read of arq's abort set
-            await super()._cancel_aborted_jobs()
+        """arq's read of its abort set, only while this worker runs jobs and after an
+        ``abort`` message (or every ``idle_poll_s``, for a message missed; the lease loop
+        abandons a cancelled job's attempt too)."""
+        if not self.job_tasks:
+            return
+        wakeups: Wakeups | None = self.ctx.get("wakeups")
+        now = time.monotonic()
+        if wakeups is not None and not wakeups.take(ABORT) and now < self._next_abort_check:
+            return
+        self._next_abort_check = now + self._idle_poll_s
+        await super()._cancel_aborted_jobs()
 
     async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
         """Nothing: the job's own scripts already moved it through arq's keys."""
@@ -268,15 +310,16 @@ class SpriteWorker(Worker):
 
         arq claims each job with a WATCH, an EXISTS, a ZSCORE and a MULTI: four round trips
         per job. Here one, which also reads our record of the job for the attempt about to
-        start (``JobRunner.hand_over``). The rest is arq's own loop, step for step: a
-        semaphore slot and the job counter per job, ``run_job`` in a task that gives both
-        back when it ends.
+        start (``JobRunner.hand_over``) and what arq's ``run_job`` reads first (see
+        ``run_job``). The rest is arq's own loop, step for step: a semaphore slot and the job
+        counter per job, ``run_job`` in a task that gives both back when it ends.
         """
         if time.monotonic() < self._permit_wait_until:
+            self._more_due = True
             return
         scripts = self.ctx["resources"].scripts
         lock_ms = int(self.in_progress_timeout_s * 1000)
-        before = self.job_counter
+        self._more_due = len(job_ids) >= self.queue_read_limit  # perhaps more beyond
         for job_id_b in job_ids:
             job_id = job_id_b.decode()
             if job_id in self.tasks:
@@ -285,6 +328,7 @@ class SpriteWorker(Worker):
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:
                 self.sem.release()
+                self._more_due = True
                 break
             self.job_counter += 1
             try:
@@ -299,10 +343,83 @@ class SpriteWorker(Worker):
                 continue
             if claim.record is not None:
                 self.ctx["runner"].hand_over(claim.record)
+            self._claims[job_id] = claim
             task = self.loop.create_task(self.run_job(job_id, claim.score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
-        self._started_any = self.job_counter > before
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's ``run_job``, from what ``claimJob`` read in the claim's round trip.
+
+        arq's own begins with a round trip (read the payload, count the try, clear an abort
+        request); the claim did all three. The rest is arq's run of a task like ours, which
+        writes its own outcomes, never raises (every failure is classified) and keeps no
+        result: a context, ``on_job_start``, the task in ``job_tasks`` (where an abort finds
+        it) under the function's timeout, ``on_job_end`` (arq's ``finish_job`` does nothing
+        here, see the class docstring). A job that cannot run goes to ``finish_failed_job``,
+        as in arq. ``tests/integration/test_arq_hooks.py`` checks arq's steps are still these.
+        """
+        claim = self._claims.pop(job_id, None)
+        if claim is None:  # not claimed by start_jobs: arq's own way
+            await super().run_job(job_id, score)
+            return
+        runnable = self._runnable(job_id, claim)
+        if runnable is None:
+            self.jobs_failed += 1
+            await asyncio.shield(self.finish_failed_job(job_id, None))
+            return
+        function, args, kwargs, enqueued_ms = runnable
+        ctx = {**self.ctx, "job_id": job_id, "job_try": claim.tries,
+               "enqueue_time": ms_to_datetime(enqueued_ms), "score": score}  # fmt: skip
+        if self.on_job_start:
+            await self.on_job_start(ctx)
+        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
+        self.job_tasks[job_id] = task
+        try:
+            await asyncio.wait_for(task, timeout_s)
+            self.jobs_complete += 1
+        except asyncio.CancelledError:  # a stop (it requeued itself) or an abort
+            if job_id in self.aborting_tasks:
+                self.aborting_tasks.discard(job_id)
+                self.jobs_failed += 1
+            else:
+                self.jobs_retried += 1
+        except Exception:
+            log.exception("job_task_failed", job_id=job_id)
+            self.jobs_failed += 1
+        finally:
+            del self.job_tasks[job_id]
+        if self.on_job_end:
+            await self.on_job_end(ctx)
+
+    def _runnable(
+        self, job_id: str, claim: Claim
+    ) -> tuple[Function, tuple[Any, ...], dict[str, Any], int] | None:
+        """The function, arguments and enqueue time of a claimed job; None (with the reason
+        logged) when arq would not run it."""
+        if claim.payload is None:
+            log.warning("job_expired", job_id=job_id)
+            return None
+        if claim.aborted:
+            log.info("job_aborted_before_start", job_id=job_id)
+            return None
+        try:
+            name, args, kwargs, _, enqueued_ms = deserialize_job_raw(
+                claim.payload, deserializer=self.job_deserializer
+            )
+        except SerializationError:
+            log.exception("job_payload_unreadable", job_id=job_id)
+            return None
+        function = self.functions.get(name)
+        if not isinstance(function, Function):
+            log.warning("job_function_unknown", job_id=job_id, function=name)
+            return None
+        max_tries = self.max_tries if function.max_tries is None else function.max_tries
+        if claim.tries > max_tries:
+            log.warning("job_past_arqs_tries", job_id=job_id, tries=claim.tries)
+            return None
+        return function, args, kwargs, enqueued_ms
 
 
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
@@ -353,7 +470,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
 
     async def on_job_end(ctx: dict[str, Any]) -> None:
         ctx["loops"].running.discard(ctx["job_id"])
-        ctx["wakeups"].set()  # a slot freed: look at the queue again
+        worker.slot_freed()
 
     worker = SpriteWorker(
         functions=[

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from backend.store.scripts import Scripts
+from backend.store.scripts import ScriptCall, Scripts
 
 PROBE_TTL_S = 2.0
 
@@ -48,6 +48,19 @@ class Durability:
             self._replicas = int(info.get("connected_slaves", 0))
             self._checked_at = now
         return self._replicas
+
+    async def run_many(self, calls: list[ScriptCall]) -> tuple[list[Any], bool]:
+        """``Scripts.run_many``, with a ``WAIT`` after them when the primary has replicas;
+        the results, and whether enough replicas acknowledged them in time."""
+        if self.min_replicas <= 0 or await self.replicas() == 0:
+            return await self._scripts.run_many(calls), True
+        results = await self._scripts.run_many(
+            calls, then=("WAIT", self.min_replicas, self.timeout_ms)
+        )
+        acked = int(results.pop())
+        if acked < self.min_replicas:
+            self._checked_at = -PROBE_TTL_S
+        return results, acked >= self.min_replicas
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Outcome:
         """Run script ``name``; raises what Redis raises."""

@@ -203,39 +203,65 @@ class JobStore:
         lease_ms: int,
         max_calls: int = 0,
     ) -> tuple[Written, int | str]:
+        """``begin_attempt`` without the flight lock."""
+        written, value, _ = await self.begin_attempt(
+            read, started, None, token=token, worker_id=worker_id, lease_ms=lease_ms,
+            max_calls=max_calls,
+        )  # fmt: skip
+        return written, value
+
+    async def begin_attempt(
+        self,
+        read: JobRecord,
+        started: JobRecord,
+        submitted: JobRecord | None,
+        *,
+        token: str,
+        worker_id: str,
+        lease_ms: int,
+        max_calls: int = 0,
+    ) -> tuple[Written, int | str, bool]:
         """Begin an attempt (``startAttempt``): the fence, the lease, the ``started`` event,
-        and one of the ``max_calls`` PixelLab call permits (0: take none) in the same step.
+        and one of the ``max_calls`` PixelLab call permits (0: take none) in the same step;
+        with ``submitted`` (``started`` at stage 10), also the single-flight lock of the
+        job's cache key when it is free, with stage 10 written.
 
         ``started`` is ``read`` with the attempt's fields; the write is a compare-and-set on
-        ``read.rev``. Returns ``(APPLIED, new rev)``, ``(FINAL, status)`` for a job no longer
-        runnable, ``(STALE, status)`` when the record changed since ``read``, or
-        ``(NO_PERMIT | PAUSED, permits held)`` with nothing written; with replicas,
-        ``(UNREPLICATED, new rev)`` when none acknowledged the start in time (the attempt
-        holds the fence and a permit, but must not call PixelLab: it puts the job back).
+        ``read.rev``. Returns ``(APPLIED, new rev, whether the flight lock was taken)``,
+        ``(FINAL, status, False)`` for a job no longer runnable, ``(STALE, status, False)``
+        when the record changed since ``read``, or ``(NO_PERMIT | PAUSED, permits held,
+        False)`` with nothing written; with replicas, ``(UNREPLICATED, new rev, taken)``
+        when none acknowledged the start in time (the attempt holds the fence, a permit and
+        perhaps the lock, but must not call PixelLab: it puts the job back).
         """
         job_id = read.job_id
-        (code, value), durable = await self.run_durable(
+        flight_fields = (
+            "{}" if submitted is None else _json(submitted.to_fields("stage", "progress"))
+        )
+        (code, value, *taken), durable = await self.run_durable(
             "startAttempt",
             [keys.job(job_id), keys.events(job_id), keys.ACTIVE, in_progress_key_prefix + job_id,
-             keys.PERMITS, keys.UPSTREAM, retry_key_prefix + job_id],
+             keys.PERMITS, keys.UPSTREAM, retry_key_prefix + job_id, keys.flight(read.cache_key)],
             [
                 Guard.rev(read.rev), token, worker_id, now_ms(), lease_ms,
                 _json(started.to_fields("status", "stage", "progress", "attempts", "history",
                                         "started_at", "stalls")),
                 started.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id,
-                max_calls,
+                max_calls, "" if submitted is None else "1", flight_fields,
+                "" if submitted is None else submitted.view().model_dump_json(),
             ],
         )  # fmt: skip
         written = Written(int(code))
+        flight = bool(taken and int(taken[0]))
         if written in (Written.NO_PERMIT, Written.PAUSED):
-            return written, int(value)
+            return written, int(value), False
         if written is not Written.APPLIED:
-            return written, _text(value)
+            return written, _text(value), False
         if not durable:
             # Lost in a failover, this start would let a second attempt call PixelLab too.
             log.warning("job_start_not_replicated", job_id=job_id)
-            return Written.UNREPLICATED, int(value)
-        return written, int(value)
+            return Written.UNREPLICATED, int(value), flight
+        return written, int(value), flight
 
     async def progress(self, record: JobRecord, *fields: str, token: str) -> bool:
         """A running attempt's new stage; False when fenced out (abandon the job)."""
@@ -300,10 +326,34 @@ class JobStore:
         acknowledged by one in time is logged and kept: its image is cached, so a rerun
         after a failover costs no PixelLab call.
         """
+        return await self.run_finish(
+            self.finish_call(
+                record, guard=guard, keep_s=keep_s, duration_s=duration_s, dead_letter=dead_letter
+            )
+        )
+
+    async def run_finish(self, call: ScriptCall) -> tuple[Written, str]:
+        """Run a ``finish_call`` alone (as ``finish`` does)."""
+        result, durable = await self.run_durable(call.name, call.keys, call.args)
+        if not durable and int(result[0]) == Written.APPLIED:
+            log.warning("job_finish_not_replicated", job_id=call.args[1])
+        return self.finished(result)
+
+    def finish_call(
+        self,
+        record: JobRecord,
+        *,
+        guard: Guard,
+        keep_s: int,
+        duration_s: float | None = None,
+        dead_letter: DeadLetter | None = None,
+    ) -> ScriptCall:
+        """``finish`` as a call to run with others (``run_together``); read its result with
+        ``finished``."""
         job_id, hook = record.job_id, bool(record.callback_url)
         if hook:  # its delivery is due in the same step (``queue.webhooks`` delivers it)
             record = record.model_copy(update={"webhook": WebhookView()})
-        (code, *status), durable = await self.run_durable(
+        return ScriptCall(
             "finishJob",
             [
                 keys.job(job_id), keys.events(job_id), keys.INFLIGHT, keys.ACTIVE,
@@ -327,8 +377,11 @@ class JobStore:
                 "1" if hook else "", keys.WAKE_CHANNEL,
             ],
         )  # fmt: skip
-        if not durable and int(code) == Written.APPLIED:
-            log.warning("job_finish_not_replicated", job_id=job_id, status=record.status.value)
+
+    @staticmethod
+    def finished(result: list[Any]) -> tuple[Written, str]:
+        """What ``finishJob`` answered, as ``finish`` returns it."""
+        code, *status = result
         if len(status) > 1 and int(status[1]):
             metrics.DLQ_DROPPED.inc(int(status[1]))
         return Written(int(code)), _text(status[0]) if status else ""
@@ -399,9 +452,16 @@ class JobStore:
             [token, "" if outcome is None else _json(outcome), keep_ms],
         )
 
-    async def run_together(self, calls: list[ScriptCall]) -> list[Any]:
-        """Several writes in one round trip (see ``Scripts.run_many``)."""
-        return await self._scripts.run_many(calls)
+    async def run_together(self, calls: list[ScriptCall], *, durable: bool = False) -> list[Any]:
+        """Several writes in one round trip (see ``Scripts.run_many``); ``durable``: with
+        replicas, a ``WAIT`` for them in the same round trip (a lag is logged, as ``finish``
+        does)."""
+        if not durable or self._durability is None:
+            return await self._scripts.run_many(calls)
+        results, acked = await self._durability.run_many(calls)
+        if not acked:
+            log.warning("writes_not_replicated", scripts=[call.name for call in calls])
+        return results
 
     async def reachable(self) -> bool:
         """Whether this Redis answers a PING now."""

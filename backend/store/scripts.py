@@ -85,8 +85,11 @@ class Scripts:
             raise ValueError(f"{name} takes {numkeys} keys, got {len(keys)}")
         return await script(keys=keys, args=args)
 
-    async def run_many(self, calls: list[ScriptCall]) -> list[Any]:
-        """Run several scripts in one round trip (a pipeline: each atomic, not all together).
+    async def run_many(
+        self, calls: list[ScriptCall], *, then: tuple[Any, ...] | None = None
+    ) -> list[Any]:
+        """Run several scripts in one round trip (a pipeline: each atomic, not all together),
+        and ``then`` one more command after them (its reply last).
 
         A script Redis no longer knows (NOSCRIPT, after a restart or a failover) is loaded
         and run again on its own; the others ran once.
@@ -98,8 +101,12 @@ class Scripts:
             for call in calls:
                 numkeys, script = self._scripts[call.name]
                 pipe.evalsha(script.sha, numkeys, *call.keys, *call.args)
+            if then is not None:
+                pipe.execute_command(*then)
             results = list(await pipe.execute(raise_on_error=False))
-        for index, (call, result) in enumerate(zip(calls, results, strict=True)):
+        if then is not None and isinstance(results[-1], Exception):
+            raise results[-1]
+        for index, (call, result) in enumerate(zip(calls, results[: len(calls)], strict=True)):
             if isinstance(result, NoScriptError):
                 results[index] = await self.run(call.name, call.keys, call.args)
             elif isinstance(result, Exception):

@@ -129,5 +129,5 @@ class SubmitStore:
                 pipe.hincrby(keys.STATS, "cache_hits", 1)
             if record.callback_url:
                 pipe.zadd(keys.WEBHOOKS, {job_id: int(record.created_at * 1000)})
-                pipe.publish(keys.WAKE_CHANNEL, "")
+                pipe.publish(keys.WAKE_CHANNEL, "webhook")
             await pipe.execute()

@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable
+from importlib import resources
 
 import arq
 import httpx
@@ -22,6 +23,7 @@ from arq.worker import Worker
 
 from backend.config import Settings
 from backend.queue.worker import SpriteWorker
+from backend.store.claims import ARQ_RETRY_KEEP_S
 from fixtures.factories import auth, sprite_request, wait_for_status
 from tests.conftest import Stack
 
@@ -33,7 +35,8 @@ def test_arq_is_the_version_the_hooks_were_written_for() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["finish_job", "finish_failed_job", "_poll_iteration", "start_jobs", "close"]
+    "name",
+    ["finish_job", "finish_failed_job", "_poll_iteration", "start_jobs", "close", "run_job"],
 )
 def test_each_hook_overrides_a_method_arq_still_has(name: str) -> None:
     ours, theirs = getattr(SpriteWorker, name), getattr(Worker, name)
@@ -61,6 +64,38 @@ def test_start_jobs_still_claims_and_runs_as_ours_does() -> None:
     ):
         assert step in source, step  # fmt: skip
     assert list(inspect.signature(Worker.run_job).parameters) == ["self", "job_id", "score"]
+
+
+def test_run_job_still_reads_and_runs_as_ours_does() -> None:
+    # Ours starts from the claim (claimJob-5.lua did arq's first round trip) and runs the
+    # task as arq does: the same reads, the same context, the task where aborts find it.
+    source = inspect.getsource(Worker.run_job)
+    for step in (
+        "pipe.get(job_key_prefix + job_id)",
+        "pipe.incr(retry_key_prefix + job_id)",
+        "pipe.expire(retry_key_prefix + job_id, 88400)",
+        "pipe.zrem(abort_jobs_ss, job_id)",
+        "deserialize_job_raw(",
+        "max_tries = self.max_tries if function.max_tries is None else function.max_tries",
+        "if job_try > max_tries:",
+        "timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s",
+        "'job_id': job_id,",
+        "'job_try': job_try,",
+        "'enqueue_time': ms_to_datetime(enqueue_time_ms),",
+        "'score': score,",
+        "await self.on_job_start(ctx)",
+        "self.job_tasks[job_id] = task = self.loop.create_task(",
+        "function.coroutine(ctx, *args, **kwargs)",
+        "await asyncio.wait_for(task, timeout_s)",
+        "del self.job_tasks[job_id]",
+        "elif job_id in self.aborting_tasks and isinstance(e, asyncio.CancelledError):",
+        "await self.on_job_end(ctx)",
+    ):
+        assert step in source, step  # fmt: skip
+    assert ARQ_RETRY_KEEP_S == 88400  # arq's own, as above
+    lua = (resources.files("backend.store") / "lua" / "claimJob-5.lua").read_text()
+    for step in ('"GET", KEYS[3]', '"INCR", KEYS[4]', '"EXPIRE", KEYS[4]', '"ZREM", KEYS[5]'):
+        assert step in lua, step
 
 
 def test_run_job_still_cleans_up_through_the_hooked_methods() -> None:

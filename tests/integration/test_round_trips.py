@@ -1,9 +1,12 @@
-"""Redis round trips on the API's hot paths, counted on a real link (issue 17's budget:
-≤ 3 per cache-miss submit; a status poll in one). Counts, not timings: a Redis client waits
+"""Redis round trips on the API's and the worker's hot paths, counted on a real link
+(issue 17's budget: ≤ 3 per cache-miss submit; a status poll in one; ≤ 6 per job in the
+worker). Counts, not timings: a Redis client waits
 for each reply before it sends again, so the requests the link forwards are round trips."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,8 +18,9 @@ from backend.cache.redis_l1 import RedisL1
 from backend.config import Settings
 from backend.embedded_redis import EmbeddedRedis
 from backend.store import keys
-from fixtures.factories import auth, sprite_request
+from fixtures.factories import auth, sprite_request, wait_until
 from fixtures.netproxy import SlowLink
+from fixtures.stack import start_worker
 from mocks.png import sprite_png
 from tests.conftest import Stack
 
@@ -77,3 +81,60 @@ async def test_a_submission_and_a_poll_stay_within_their_round_trips(
     assert hit_trips <= 3, hit_trips
     misses = await redis.hget(keys.STATS, "cache_misses")  # type: ignore[misc]
     assert int(misses or 0) == 2  # counted by admitJob
+
+
+async def test_a_job_in_the_worker_stays_within_its_round_trips(
+    make_settings: Callable[..., Settings],
+    make_stack: Callable[..., Stack],
+    redis_server: EmbeddedRedis,
+    redis: aioredis.Redis,
+    tokens: dict[str, str],
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    # The API straight to Redis; the worker through the counting link, its background loops
+    # (heartbeat, positions, leases, probes, the fallback poll) slowed out of the window.
+    # Per job: the wake-up's poll, the claim (with arq's payload and our record), the start
+    # (with the flight lock), the cache look-up, the cache write, the landing (stage 90,
+    # lock, permit and completion together): 6. Before: 9 (arq's payload read, a separate
+    # flight lock and completion, a second poll and a look for deferred jobs after each).
+    quiet = {"position_interval_s": 3600, "lease_s": 600}
+    api = make_stack(make_settings(jobs=quiet), worker=False)
+    jobs = 10
+    with SlowLink(redis_server.port, 0.0) as link:
+        start_worker(
+            make_settings(
+                redis_url=link.url, jobs=quiet,
+                worker={"heartbeat_s": 3600, "idle_poll_s": 3600},
+                pixellab={"probe_interval_s": 3600, "balance_interval_s": 3600},
+            ),
+            processes,
+        )  # fmt: skip
+
+        async def worker_up() -> bool:
+            return bool(await redis.exists(keys.WORKERS))
+
+        await wait_until(worker_up, 30, "the worker's first heartbeat")
+        async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+
+            async def run_one(description: str) -> None:
+                answer = await http.post(
+                    "/v1/jobs", json=sprite_request(description), headers=auth(tokens["alice"])
+                )
+                assert answer.status_code == 202, answer.text
+                job_key = keys.job(answer.json()["job_id"])
+
+                async def completed() -> bool:
+                    status = await redis.hget(job_key, "status")  # type: ignore[misc]
+                    return status == b"completed"
+
+                await wait_until(completed, 10, f"{description} to complete")
+
+            await run_one("a warm-up heron")  # first looks (deferred jobs, replicas) made
+            await asyncio.sleep(0.5)
+            before = link.requests
+            for n in range(jobs):
+                await run_one(f"a counted heron {n}")
+            await asyncio.sleep(0.3)  # a late round trip of the last job is counted too
+            spent = link.requests - before
+    # Two for what ticks on its own in the window (a replicas probe every 2 s, a reconcile).
+    assert spent <= 6 * jobs + 2, spent / jobs

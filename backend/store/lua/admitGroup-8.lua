@@ -66,7 +66,7 @@ for i, job in ipairs(jobs) do
   placed[#placed + 1] = eta
 end
 redis.call("SET", KEYS[8], ARGV[15], "EX", ARGV[16])
-redis.call("PUBLISH", ARGV[13], "")
+redis.call("PUBLISH", ARGV[13], "job")
 local reply = {1, redis.call("ZCARD", KEYS[1])}
 for _, value in ipairs(placed) do
   reply[#reply + 1] = value

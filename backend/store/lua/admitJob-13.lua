@@ -105,5 +105,5 @@ if ARGV[13] == "1" then
   redis.call("ZREM", KEYS[9], job_id)
   redis.call("DEL", KEYS[10])
 end
-redis.call("PUBLISH", ARGV[19], "")
+redis.call("PUBLISH", ARGV[19], "job")
 return {1, job_id, redis.call("ZCARD", KEYS[2]), position, eta}

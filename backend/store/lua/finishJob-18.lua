@@ -34,7 +34,8 @@
   ARGV[14] dead-letter entry key prefix ("sq:dlq:"), to drop the entries of the oldest
   ARGV[15] "1" when the job has a callback_url: its delivery is due now (the fields carry
            its ``webhook`` state), in the same step as the final state, so it is never lost
-  ARGV[16] pub/sub channel that wakes idle workers (sq:wake): a worker delivers it
+  ARGV[16] pub/sub channel that wakes idle workers (sq:wake): "webhook", a worker delivers
+           it; "abort", a cancel of a running job, whose worker cancels the attempt at once
 
   Refund: a job charged at admission (its record's ``charged``) and cancelled while its stage
   is queued or started, with no failed or lost attempt (``failures`` and ``stalls`` 0, so no
@@ -114,6 +115,9 @@ redis.call("ZREMRANGEBYSCORE", KEYS[15], "-inf", now - ABORT_KEEP_MS)
 if running ~= "" and string.sub(ARGV[1], 1, 6) ~= "fence:" then
   -- Finished by someone else while an attempt runs (a cancel): its worker cancels the task.
   redis.call("ZADD", KEYS[15], now, job_id)
+  if status == "active" then  -- its worker acts on the request at once
+    redis.call("PUBLISH", ARGV[16], "abort")
+  end
 end
 -- A resubmission within the dedup window must not be handed a job that will never succeed.
 if fields["status"] ~= "completed" and redis.call("GET", KEYS[10]) == job_id then
@@ -122,7 +126,7 @@ end
 emit(KEYS[2], ARGV[7], ARGV[8], job_id, ARGV[5], ARGV[6])
 if ARGV[15] == "1" then
   redis.call("ZADD", KEYS[18], now, job_id)
-  redis.call("PUBLISH", ARGV[16], "")
+  redis.call("PUBLISH", ARGV[16], "webhook")
 end
 redis.call("EXPIRE", KEYS[1], ARGV[9])
 redis.call("EXPIRE", KEYS[2], ARGV[9])

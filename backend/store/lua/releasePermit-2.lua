@@ -25,7 +25,7 @@ local before = state
 local limit = tonumber(redis.call("HGET", KEYS[2], "limit") or max)
 if redis.call("ZREM", KEYS[1], ARGV[1]) == 1
     and redis.call("ZCOUNT", KEYS[1], now, "+inf") + 1 >= math.floor(limit) then
-  redis.call("PUBLISH", ARGV[5], "")
+  redis.call("PUBLISH", ARGV[5], "permit")
 end
 if ARGV[2] == "throttled" then
   local last = tonumber(redis.call("HGET", KEYS[2], "decreased_at") or "0")

@@ -57,5 +57,5 @@ fields["position"] = tostring(position)
 fields["estimated_wait_s"] = eta
 write_fields(KEYS[1], fields)
 emit(KEYS[2], ARGV[6], ARGV[7], ARGV[8], "progress", with_place(ARGV[5], position, eta))
-redis.call("PUBLISH", ARGV[11], "")
+redis.call("PUBLISH", ARGV[11], "requeue")
 return {1, position, eta}

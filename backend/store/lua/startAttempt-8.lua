@@ -12,6 +12,10 @@
   the same step (include/permit.lua) once the job is known to be runnable: without one,
   nothing else changes and the job keeps its place in the queue.
 
+  Started, the attempt also takes its cache key's single-flight lock when it is free, and
+  moves to stage 10 with its event (as takeFlight does): one round trip for both. Held by
+  another attempt, the lock is left alone and this one waits for it (runner).
+
   KEYS[1] sq:job:{id}
   KEYS[2] sq:events:{id}
   KEYS[3] sq:active                zset job_id -> started at (ms)
@@ -19,6 +23,7 @@
   KEYS[5] sq:permits               zset attempt token -> lease expiry (ms)
   KEYS[6] sq:upstream              hash: state, reason, since, limit
   KEYS[7] arq:retry:{id}           arq's count of its runs of the job
+  KEYS[8] sq:flight:{cache_key}    the single-flight lock, value = the holder's token
 
   ARGV[1] guard ("rev:<n>")
   ARGV[2] the attempt's token       ARGV[3] worker id
@@ -27,8 +32,11 @@
   ARGV[7] event data (JSON view)    ARGV[8] events stream max length
   ARGV[9] pub/sub channel           ARGV[10] job id
   ARGV[11] max concurrency (SPRITEQ_PIXELLAB__MAX_CONCURRENCY); 0 = take no permit
+  ARGV[12] "1": take the flight lock if it is free ("": leave it)
+  ARGV[13] stage 10's fields, JSON object of strings   ARGV[14] stage 10's event data
 
-  Returns {1, rev} started (holding a permit); {0, status} not runnable (finished or gone:
+  Returns {1, rev, 1 if the flight lock was taken else 0} started (holding a permit);
+          {0, status} not runnable (finished or gone:
           skip it); {-1, status} the record changed since the read (read again);
           {-2, held} every permit is held; {-3, held} PixelLab calls are paused.
 
@@ -42,6 +50,7 @@
 --@include permit
 
 local fields = cjson.decode(ARGV[6])
+local submitted = ARGV[12] == "1" and cjson.decode(ARGV[13]) or nil
 local status = redis.call("HGET", KEYS[1], "status")
 if status ~= "queued" and status ~= "active" then
   return {0, status or ""}
@@ -68,4 +77,9 @@ local rev = write_fields(KEYS[1], fields)
 redis.call("ZADD", KEYS[3], ARGV[4], ARGV[10])
 redis.call("SET", KEYS[4], ARGV[2], "PX", ARGV[5])
 emit(KEYS[2], ARGV[8], ARGV[9], ARGV[10], "progress", ARGV[7])
-return {1, rev}
+if submitted and redis.call("SET", KEYS[8], ARGV[2], "NX", "PX", ARGV[5]) then
+  rev = write_fields(KEYS[1], submitted)
+  emit(KEYS[2], ARGV[8], ARGV[9], ARGV[10], "progress", ARGV[14])
+  return {1, rev, 1}
+end
+return {1, rev, 0}
