@@ -182,7 +182,8 @@ class WorkerSettings(BaseModel):
     # (measured in docs/benchmarks.md).
     poll_delay_s: float = 0.01
     # An idle worker waits for a wake-up (backend.queue.wakeups) and polls on its own only
-    # this often, or when the next deferred job is due.
+    # this often, or when the next deferred job is due; a busy one reads arq's abort set on
+    # an abort message and this often.
     idle_poll_s: float = Field(2.0, gt=0)
     shutdown_grace_s: float = 30.0
     heartbeat_s: float = 5.0

@@ -135,8 +135,9 @@ DESCRIPTIONS: dict[str, str] = {
     "keeps finding jobs to start.",
     "SPRITEQ_WORKER__IDLE_POLL_S": "An idle worker is woken by a message when a job is "
     "admitted, requeued or a call permit frees, and also polls on its own this often (or "
-    "when the next deferred job is due). A new job waits for a wake-up, not a poll: this "
-    "only bounds the delay a lost message costs.",
+    "when the next deferred job is due); a busy one reads arq's abort requests on a cancel's "
+    "message and this often. A new job waits for a wake-up, not a poll: this only bounds the "
+    "delay a lost message costs.",
     "SPRITEQ_WORKER__SHUTDOWN_GRACE_S": "On SIGTERM, how long running jobs may finish before "
     "the rest are requeued.",
     "SPRITEQ_WORKER__HEARTBEAT_S": "How often a worker reports itself alive (readiness, "

@@ -17,7 +17,8 @@ Invariants (any violation is printed and the exit code is 1):
      invalid outcome of the identical request it waited on);
   4. PixelLab calls per cache key are at most 1 + that key's own retryable failures (calls
      cut off by a killed or stopped worker are counted apart: they are the price of a kill),
-     and no key is paid for (answered 200) twice.
+     and no key is paid for (answered 200) twice;
+  5. a SIGTERMed worker exits within 30 s (it is killed then, and the run goes on).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from mocks.pixellab import create_mock_app
 FINAL = {"completed", "failed", "cancelled"}
 RETRYABLE_STATUSES = {429, 500, 502, 503, 504, 529}
 LEASE_S = 3.0
+STOP_WITHIN_S = 30.0  # a SIGTERMed worker exits within this (grace 0.5 s, calls ≤ 6 s)
 USERS = 6
 
 
@@ -182,7 +184,12 @@ class Chaos:
                 index = rng.randrange(len(self.workers))
                 worker = self.workers[index]
                 worker.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGTERM)
-                await asyncio.to_thread(worker.wait, 30)
+                try:
+                    await asyncio.to_thread(worker.wait, STOP_WITHIN_S)
+                except subprocess.TimeoutExpired:
+                    run.events["stop too slow"] += 1  # a violation: see check()
+                    worker.kill()
+                    await asyncio.to_thread(worker.wait, STOP_WITHIN_S)
                 self.replace(index)
             run.events[fault] += 1
 
@@ -225,6 +232,9 @@ async def check(
     problems: list[str] = []
     statuses = Counter(v.get("status", "missing") for v in views.values())
     statuses["missing"] += len(run.accepted) - len(views)
+    if run.events["stop too slow"]:
+        problems.append(f"{run.events['stop too slow']} SIGTERMed worker(s) still running "
+                        f"after {STOP_WITHIN_S:g} s (killed)")  # fmt: skip
     for job_id in run.accepted:
         status = views.get(job_id, {}).get("status")
         if status not in FINAL:

@@ -190,8 +190,14 @@ class SpriteWorker(Worker):
       id. Our scripts move the job through arq's keys atomically with its state and fence
       (``finishJob``, ``requeueJob``, ``dropStale``), so ``finish_job`` does nothing here and
       ``finish_failed_job`` (a job arq found expired or aborted before start) drops arq's
-      entries only when the job cannot run. ``tests/integration/test_arq_hooks.py`` fails
-      loudly if arq's internals change under these hooks.
+      entries only when the job cannot run.
+    - Pickup in one round trip a job: ``start_jobs`` claims with one script that also reads
+      what arq's ``run_job`` would read first, and ``run_job`` runs the task from it.
+    - Woken, not polling: between polls the loop waits on ``sq:wake`` (``_until_work``),
+      and it reads the next deferred job and arq's abort set only when a message says they
+      changed (``queue.wakeups``).
+    ``tests/integration/test_arq_hooks.py`` fails loudly if arq's internals change under
+    these hooks.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -224,6 +230,7 @@ class SpriteWorker(Worker):
             wakeups.set()
 
     async def _poll_iteration(self) -> None:
+        self._end_if_stopped()
         try:
             if self._redis_down and "loops" in self.ctx:
                 await self.ctx["loops"].recovered()
@@ -233,10 +240,22 @@ class SpriteWorker(Worker):
             self._redis_down = False
             await self._until_work()
         except (RedisError, OSError) as exc:
+            self._end_if_stopped()
             if not self._redis_down:
                 log.warning("worker_redis_unavailable", error=type(exc).__name__)
             self._redis_down = True
             await asyncio.sleep(REDIS_RETRY_S)
+
+    def _end_if_stopped(self) -> None:
+        """End the poll loop if a stop cancelled it, even when the cancel did not arrive as
+        a ``CancelledError``: a cancel that lands in a Redis call may come out of it as a
+        Redis or OS error (``TimeoutError`` is an ``OSError``), which the loop survives by
+        design, and a stopped worker then polled on and never exited (chaos run, 3 runs in
+        15: a SIGTERMed worker still running after 30 s)."""
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            log.warning("worker_stop_arrived_as_an_error")
+            raise asyncio.CancelledError
 
     async def _until_work(self) -> None:
         """After a poll that left nothing due to start (or with every slot busy), wait for a

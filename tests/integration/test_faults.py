@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -65,6 +65,21 @@ async def admin_view(redis: aioredis.Redis, job_id: str) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
+async def deploy_when(
+    moment: Callable[[], Awaitable[bool]],
+    what: str,
+    worker: subprocess.Popen[bytes],
+    settings: Settings,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """At ``moment``, the deploy: SIGTERM the worker (past its grace, its tasks are
+    cancelled), wait for it to exit cleanly, start the next one."""
+    await wait_until(moment, 20, what)
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 20) == 0
+    start_worker(settings, processes)
+
+
 # ---- honest retry budgets ------------------------------------------------------------------
 
 
@@ -91,10 +106,7 @@ async def test_a_deploy_mid_call_spends_no_retry(
             stats = (await http.get(mock_pixellab.url + "/_mock/stats")).json()
             return bool(stats["by_description"].get(description)) and stats["in_flight"] > 0
 
-        await wait_until(calling, 20, "the first PixelLab call")
-        worker.send_signal(signal.SIGTERM)  # the deploy
-        assert worker.wait(20) == 0
-        start_worker(settings, processes)
+        await deploy_when(calling, "the first PixelLab call", worker, settings, processes)
         done = await wait_for_status(http, job_id, tokens["alice"], FINAL, timeout_s=40)
     assert done["status"] == "completed", (done, await admin_view(redis, job_id))
     assert done["attempts"] == 3
@@ -129,10 +141,8 @@ async def test_a_deploy_as_pixellab_answers_keeps_the_answer(
         async def answering() -> bool:
             return mock_calls(mock_pixellab, description).get("answered:200", 0) > 0
 
-        await wait_until(answering, 20, "PixelLab's answer to begin")
-        worker.send_signal(signal.SIGTERM)  # the deploy: its grace ends mid-answer
-        assert await asyncio.to_thread(worker.wait, 20) == 0
-        start_worker(settings, processes)
+        # The deploy's grace (0.3 s) ends mid-answer.
+        await deploy_when(answering, "PixelLab's answer to begin", worker, settings, processes)
         done = await wait_for_status(http, job_id, tokens["alice"], FINAL, timeout_s=30)
         await asyncio.sleep(1.0)  # a second call, if any, would have begun by now
     stored = await admin_view(redis, job_id)
