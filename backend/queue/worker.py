@@ -251,7 +251,7 @@ class SpriteWorker(Worker):
         a ``CancelledError``: a cancel that lands in a Redis call may come out of it as a
         Redis or OS error (``TimeoutError`` is an ``OSError``), which the loop survives by
         design, and a stopped worker then polled on and never exited (chaos run, 3 runs in
-        15: a SIGTERMed worker still running after 30 s)."""
+        12: a SIGTERMed worker still running after 30 s)."""
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             log.warning("worker_stop_arrived_as_an_error")
