@@ -222,7 +222,7 @@ class JobRunner:
             if written is Written.UNREPLICATED:
                 await self.upstream.release(token, CallOutcome.UNUSED)
                 if flight:
-                    await self.jobs.release_flight(record.cache_key, token, outcome=None, keep_ms=0)
+                    await self._let_go_of_flight(record.cache_key, token)
                 # Replication lags (or a failover is under way): no call until it catches up.
                 mine = started.model_copy(update={"rev": value, "fence": token})
                 history = close_attempt(mine.history, time.time(), "interrupted")
@@ -295,7 +295,7 @@ class JobRunner:
             return await self._call(record, token), False
         submitted = record.model_copy(update={"stage": Stage.SUBMITTED, "progress": 10})
         while True:
-            if await self.jobs.take_flight(submitted, token, lease_ms=self.lease_ms):
+            if await self.jobs.flights.take(submitted, token, lease_ms=self.lease_ms):
                 if not attempt.permit:
                     permit = await self.upstream.acquire(
                         token, record.job_id, lease_ms=self.lease_ms
@@ -303,9 +303,7 @@ class JobRunner:
                     if permit is Permit.GRANTED:
                         attempt.permit = True
                     else:
-                        await self.jobs.release_flight(
-                            record.cache_key, token, outcome=None, keep_ms=0
-                        )
+                        await self._let_go_of_flight(record.cache_key, token)
                         raise NoPermit
                 return await self._call(record, token), False
             if attempt.permit:  # waiting on another job's call needs no permit
@@ -379,7 +377,7 @@ class JobRunner:
             if not landed:
                 # Through an outage: raised here, a RedisError would take the place of the
                 # call's own outcome, and PixelLab's final word would be asked for again.
-                release = self.jobs.release_flight
+                release = self.jobs.flights.release
                 key, keep_ms = record.cache_key, FLIGHT_OUTCOME_KEEP_MS
                 await self._settle(
                     self.outcomes.through_outage(
@@ -401,7 +399,7 @@ class JobRunner:
         duration = time.monotonic() - attempt.began if attempt is not None else 0.0
         calls = [
             self.jobs.progress_call(update, "stage", "progress", token=token),
-            self.jobs.release_flight_call(
+            self.jobs.flights.release_call(
                 record.cache_key, token, outcome=None, keep_ms=FLIGHT_OUTCOME_KEEP_MS
             ),
             self.outcomes.completion(update, token, image, shared=False, duration_s=duration),
@@ -434,7 +432,7 @@ class JobRunner:
         """Release a flight lock no call was made under; a failing Redis lets it lapse with
         the lease instead."""
         try:
-            await self.jobs.release_flight(cache_key, token, outcome=None, keep_ms=0)
+            await self.jobs.flights.release(cache_key, token, outcome=None, keep_ms=0)
         except RedisError:
             log.warning("flight_left_to_lease", cache_key=cache_key)
 
@@ -442,7 +440,7 @@ class JobRunner:
         """Wait while another attempt holds the flight lock; then its image, or None to try
         taking the lock. Raises the holder's final failure, which this request shares."""
         while True:
-            held, outcome = await self.jobs.flight_state(record.cache_key)
+            held, outcome = await self.jobs.flights.state(record.cache_key)
             if not held:
                 break
             await asyncio.sleep(FLIGHT_POLL_S)

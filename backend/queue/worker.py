@@ -1,34 +1,17 @@
-"""The arq worker: resources opened in ``on_startup``, closed in ``on_shutdown``.
-
-Besides arq's own loop, each worker keeps six small background loops:
-- **lease**: arq holds a job's in-progress key for the whole job timeout (+10 s), so a
-  killed worker's job would wait up to 10 minutes. We shorten the key to ``lease_s`` and
-  renew it (and the attempt's single-flight lock) every ``lease_s / 3``, fenced by the
-  attempt's token (``renewLeases``); a dead worker stops renewing and another takes the
-  job over within ``lease_s`` + one poll (BullMQ's stalled-job check, in arq's terms). An
-  attempt whose fence is gone (cancelled, or taken over while this worker was cut off) is
-  abandoned at once.
-- **heartbeat**: the worker's concurrency and running count, for readiness and ETAs.
-- **reconciler**: frees slots whose job no longer exists (see ``limits.reconciler``).
-- **positions**: waiting jobs' places, pushed to their streams (see ``limits.positions``).
-- **probe**: while PixelLab calls are paused (401/402), ``GET /balance`` once per interval
-  across the deployment, resuming when it answers with credit (see ``limits.upstream``).
-- **balance**: ``GET /balance`` once per ``balance_interval_s`` across the deployment,
-  recorded in Redis for the admin page (the API never calls PixelLab).
-And one more, woken by ``sq:wake``: **webhooks**, the deliveries of finished jobs'
-callbacks (see ``queue.webhooks``).
+"""The arq worker: resources opened in ``on_startup``, closed in ``on_shutdown``; arq's
+worker hooked for fenced attempts, one-round-trip pickup and wake-ups (``SpriteWorker``).
+The worker's background loops (leases, heartbeat, reconciler, positions, probe, balance,
+webhooks) are in ``queue.loops``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Coroutine
 from typing import Any
 
 import httpx
@@ -38,20 +21,17 @@ from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
-from backend.aio import cancel_and_wait, run_every
 from backend.config import Settings
-from backend.errors import UpstreamError
-from backend.limits.reconciler import Reconciler
 from backend.limits.upstream import Permit
 from backend.pixellab import PixelLabClient, create_http_client
+from backend.queue.loops import WorkerLoops
 from backend.queue.producer import TASK_NAME
-from backend.queue.resources import Resources, open_resources
+from backend.queue.resources import open_resources
 from backend.queue.runner import JobRunner
 from backend.queue.serializer import deserialize, serialize
 from backend.queue.tasks import generate_sprite
 from backend.queue.wakeups import ABORT, REQUEUE, Wakeups
 from backend.queue.webhooks import WebhookDeliverer
-from backend.store import keys
 from backend.store.claims import Claim, claim_job
 from backend.store.connect import arq_settings
 
@@ -63,118 +43,9 @@ log = structlog.get_logger(__name__)
 ARQ_TIMEOUT_S = 7 * 24 * 3600
 # Tries are counted by us (attempt history, stalls); arq's counter is only a backstop.
 ARQ_MAX_TRIES = 1000
-RECONCILE_EVERY_S = 30.0
 PERMIT_WAIT_S = 0.1  # how long a worker that found no call permit picks no job
 PAUSED_WAIT_S = 1.0  # the same while PixelLab calls are paused
-PROBE_TIMEOUT_S = 10.0
 REDIS_RETRY_S = 1.0
-
-
-class WorkerLoops:
-    """The background loops of one worker process (see the module's docstring)."""
-
-    def __init__(
-        self, resources: Resources, runner: JobRunner, *, max_jobs: int, worker_id: str
-    ) -> None:
-        self.resources = resources
-        self.runner = runner
-        self.settings = resources.settings
-        self.worker_id = worker_id
-        self.max_jobs = max_jobs
-        self.running: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self) -> None:
-        res, jobs = self.resources, self.settings.jobs
-        positions = res.position_announcer()
-        for every, step in (
-            (jobs.lease_s / 3, self.renew_leases),
-            (self.settings.worker.heartbeat_s, self.heartbeat),
-            (RECONCILE_EVERY_S, Reconciler(res.redis, res.jobs, jobs).run_once),
-            (positions.interval_s, positions.run_once),
-            (self.settings.pixellab.probe_interval_s, self.probe),
-            (self.settings.pixellab.balance_interval_s, self.read_balance),
-        ):
-            self._tasks.append(asyncio.create_task(run_every(every, step), name=step.__name__))
-
-    def add_task(self, loop: Coroutine[Any, Any, None], *, name: str) -> None:
-        """Run another background loop, stopped with the others."""
-        self._tasks.append(asyncio.create_task(loop, name=name))
-
-    async def stop(self) -> None:
-        await cancel_and_wait(*self._tasks)
-        redis = self.resources.redis
-        with contextlib.suppress(Exception):
-            await redis.zrem(keys.WORKERS, self.worker_id)
-            await redis.delete(keys.worker(self.worker_id))
-
-    async def renew_leases(self) -> None:
-        leases = self.runner.leases()
-        if not leases:
-            return
-        lost = await self.resources.jobs.renew_leases(leases, lease_ms=self.runner.lease_ms)
-        for job_id in lost:
-            self.runner.abandon(job_id)
-
-    async def probe(self) -> None:
-        """While PixelLab calls are paused (401/402), ask ``GET /balance`` once per interval
-        across the deployment, and resume when the key works and there is credit."""
-        upstream = self.resources.upstream
-        if not await upstream.paused():
-            return
-        interval_ms = int(self.settings.pixellab.probe_interval_s * 1000)
-        if not await self.resources.redis.set(
-            keys.PROBE_TICK, self.worker_id, nx=True, px=interval_ms
-        ):
-            return
-        try:
-            usd = await self.runner.pixellab.balance_usd(timeout_s=PROBE_TIMEOUT_S)
-        except UpstreamError as exc:
-            log.info("upstream_probe_failed", error_type=exc.error_type.value)
-            return
-        await upstream.record_balance(usd)
-        if usd > 0:
-            await upstream.resume(by="probe")
-        else:
-            log.info("upstream_probe_no_credit", usd=usd)
-
-    async def read_balance(self) -> None:
-        """Read ``GET /balance`` once per interval across the deployment (a shared tick key)
-        and record it for the admin page; a failed read keeps the last figure."""
-        interval_ms = int(self.settings.pixellab.balance_interval_s * 1000)
-        if not await self.resources.redis.set(
-            keys.BALANCE_TICK, self.worker_id, nx=True, px=interval_ms
-        ):
-            return
-        try:
-            usd = await self.runner.pixellab.balance_usd(timeout_s=PROBE_TIMEOUT_S)
-        except UpstreamError as exc:
-            log.info("balance_read_failed", error_type=exc.error_type.value)
-            return
-        await self.resources.upstream.record_balance(usd)
-
-    async def recovered(self) -> None:
-        """First acts after a Redis outage: beat, and pause takeovers for one lease, so the
-        attempts whose leases lapsed in the outage get them back instead of being run (and
-        paid for) again elsewhere."""
-        await self.heartbeat()
-        await self.resources.jobs.pause_takeovers(for_ms=self.runner.lease_ms)
-        await self.renew_leases()
-        log.info("worker_redis_recovered", running=len(self.runner.attempts))
-
-    async def heartbeat(self) -> None:
-        now = time.time()
-        ttl = int(self.settings.worker.heartbeat_s * 3) + 1
-        async with self.resources.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(keys.WORKERS, {self.worker_id: int(now * 1000)})
-            pipe.zremrangebyscore(keys.WORKERS, "-inf", int((now - 3600) * 1000))
-            pipe.hset(
-                keys.worker(self.worker_id),
-                mapping={"concurrency": self.max_jobs, "running": len(self.running),
-                         "pid": os.getpid(), "host": socket.gethostname(), "beat_at": now},
-            )  # fmt: skip
-            pipe.expire(keys.worker(self.worker_id), ttl)
-            await pipe.execute()
 
 
 class SpriteWorker(Worker):

@@ -15,7 +15,6 @@ token:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from typing import Any
@@ -26,14 +25,16 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from redis.exceptions import RedisError, ResponseError
 
 from backend import metrics
-from backend.errors import FencedOut, Unavailable
+from backend.errors import Unavailable
 from backend.models import JobRecord
 from backend.options import WebhookView
 from backend.store import keys
 from backend.store.durable import Durability
+from backend.store.flights import Flights
 from backend.store.quotas import QUOTA_KEEP_S, quota_key
 from backend.store.scripts import ScriptCall, Scripts
 from backend.store.writes import (
+    EVENTS_MAXLEN,
     Admission,
     AdmitCode,
     Announcement,
@@ -43,6 +44,7 @@ from backend.store.writes import (
     Requeued,
     Written,
 )
+from backend.store.writes import compact_json as _json
 
 # Re-exported: callers import the write values with the store.
 __all__ = ["Admission", "AdmitCode", "Announcement", "DeadLetter", "Guard", "JobStore",
@@ -50,16 +52,11 @@ __all__ = ["Admission", "AdmitCode", "Announcement", "DeadLetter", "Guard", "Job
 
 log = structlog.get_logger(__name__)
 
-EVENTS_MAXLEN = 100
 ANNOUNCE_SLICE = 100  # queue entries per announcePositions call: at most ~2 ms of Redis each
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def record_from(fields: dict[bytes, bytes]) -> JobRecord | None:
@@ -85,6 +82,7 @@ class JobStore:
         self.aging_ms = aging_ms  # a priority level's offset in arq's queue (include/priority)
         # With replicas, an admit and a finish wait for one (``store.durable``).
         self._durability = durability
+        self.flights = Flights(redis, scripts)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -409,48 +407,6 @@ class JobStore:
             args += [job_id, token, flight, "1" if permit else ""]
         lost = await self._scripts.run("renewLeases", [], args)
         return [_text(job_id) for job_id in lost]
-
-    async def take_flight(self, submitted: JobRecord, token: str, *, lease_ms: int) -> bool:
-        """Take the single-flight lock of the job's cache key for this attempt and, holding
-        it, write ``submitted`` (stage 10) in the same step (``takeFlight``). False when
-        another attempt holds the lock; raises ``FencedOut`` when this one lost its fence."""
-        job_id = submitted.job_id
-        rev = await self._scripts.run(
-            "takeFlight",
-            [keys.flight(submitted.cache_key), keys.job(job_id), keys.events(job_id)],
-            [
-                token, lease_ms, Guard.fence(token),
-                _json(submitted.to_fields("stage", "progress")),
-                submitted.view().model_dump_json(), EVENTS_MAXLEN, keys.EVENTS_CHANNEL, job_id,
-            ],
-        )  # fmt: skip
-        if int(rev) < 0:
-            raise FencedOut("the attempt lost its fence")
-        return int(rev) > 0
-
-    async def flight_state(self, cache_key: str) -> tuple[bool, dict[str, Any] | None]:
-        """Whether the flight lock is held, and the outcome its last holder left, if any."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(keys.flight(cache_key))
-            pipe.get(keys.flight_outcome(cache_key))
-            held, outcome = await pipe.execute()
-        return bool(held), None if outcome is None else json.loads(outcome)
-
-    async def release_flight(
-        self, cache_key: str, token: str, *, outcome: dict[str, Any] | None, keep_ms: int
-    ) -> bool:
-        """Let the flight lock go if this attempt holds it, leaving ``outcome`` for waiters."""
-        call = self.release_flight_call(cache_key, token, outcome=outcome, keep_ms=keep_ms)
-        return bool(await self._scripts.run(call.name, call.keys, call.args))
-
-    def release_flight_call(
-        self, cache_key: str, token: str, *, outcome: dict[str, Any] | None, keep_ms: int
-    ) -> ScriptCall:
-        return ScriptCall(
-            "releaseFlight",
-            [keys.flight(cache_key), keys.flight_outcome(cache_key)],
-            [token, "" if outcome is None else _json(outcome), keep_ms],
-        )
 
     async def run_together(self, calls: list[ScriptCall], *, durable: bool = False) -> list[Any]:
         """Several writes in one round trip (see ``Scripts.run_many``); ``durable``: with

@@ -19,8 +19,9 @@ from backend.errors import Unavailable
 from backend.models import JobRecord
 from backend.options import WebhookView
 from backend.store import keys
-from backend.store.jobs import EVENTS_MAXLEN, AdmitCode, JobStore
+from backend.store.jobs import AdmitCode, JobStore
 from backend.store.quotas import QUOTA_KEEP_S, quota_key
+from backend.store.writes import EVENTS_MAXLEN
 
 log = structlog.get_logger(__name__)
 

@@ -4,9 +4,17 @@ ended (``Written``, ``AdmitCode``), and what admission, placing and requeueing a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
+
+EVENTS_MAXLEN = 100  # entries a job's event stream keeps
+
+
+def compact_json(value: Any) -> str:
+    """JSON as the scripts read it: no spaces."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 class AdmitCode(IntEnum):

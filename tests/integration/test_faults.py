@@ -65,19 +65,27 @@ async def admin_view(redis: aioredis.Redis, job_id: str) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
-async def deploy_when(
-    moment: Callable[[], Awaitable[bool]],
-    what: str,
-    worker: subprocess.Popen[bytes],
+async def through_a_deploy(
     settings: Settings,
     processes: list[subprocess.Popen[bytes]],
-) -> None:
-    """At ``moment``, the deploy: SIGTERM the worker (past its grace, its tasks are
-    cancelled), wait for it to exit cleanly, start the next one."""
-    await wait_until(moment, 20, what)
-    worker.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker.wait, 20) == 0
-    start_worker(settings, processes)
+    token: str,
+    description: str,
+    moment: Callable[[], Awaitable[bool]],
+    what: str,
+) -> tuple[str, dict[str, Any]]:
+    """Submit ``description`` to a stack of one API and one worker; at ``moment``, the
+    deploy: SIGTERM the worker (past its grace, its tasks are cancelled), wait for it to
+    exit cleanly, start the next one. Returns the job id and its final view."""
+    url = start_api(settings, processes)
+    worker = start_worker(settings, processes)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        job_id = await submit(http, token, description)
+        await wait_until(moment, 20, what)
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 20) == 0
+        start_worker(settings, processes)
+        done = await wait_for_status(http, job_id, token, FINAL, timeout_s=40)
+    return job_id, done
 
 
 # ---- honest retry budgets ------------------------------------------------------------------
@@ -97,17 +105,15 @@ async def test_a_deploy_mid_call_spends_no_retry(
     settings = make_settings(worker={"shutdown_grace_s": 0.3})
     assert settings.jobs.max_retries == 1
     description = "a deployed dragon [mock-latency:1500][mock-fail:503*2]"
-    url = start_api(settings, processes)
-    worker = start_worker(settings, processes)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        job_id = await submit(http, tokens["alice"], description)
 
-        async def calling() -> bool:
+    async def calling() -> bool:
+        async with httpx.AsyncClient() as http:
             stats = (await http.get(mock_pixellab.url + "/_mock/stats")).json()
-            return bool(stats["by_description"].get(description)) and stats["in_flight"] > 0
+        return bool(stats["by_description"].get(description)) and stats["in_flight"] > 0
 
-        await deploy_when(calling, "the first PixelLab call", worker, settings, processes)
-        done = await wait_for_status(http, job_id, tokens["alice"], FINAL, timeout_s=40)
+    job_id, done = await through_a_deploy(
+        settings, processes, tokens["alice"], description, calling, "the first PixelLab call"
+    )
     assert done["status"] == "completed", (done, await admin_view(redis, job_id))
     assert done["attempts"] == 3
     stored = await admin_view(redis, job_id)
@@ -133,18 +139,15 @@ async def test_a_deploy_as_pixellab_answers_keeps_the_answer(
     # in the chaos run as "paid 2 times" after an interrupted attempt).
     settings = make_settings(worker={"shutdown_grace_s": 0.3})
     description = "a heron answered slowly [mock-latency:200][mock-body-ms:2000]"
-    url = start_api(settings, processes)
-    worker = start_worker(settings, processes)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        job_id = await submit(http, tokens["alice"], description)
 
-        async def answering() -> bool:
-            return mock_calls(mock_pixellab, description).get("answered:200", 0) > 0
+    async def answering() -> bool:
+        return mock_calls(mock_pixellab, description).get("answered:200", 0) > 0
 
-        # The deploy's grace (0.3 s) ends mid-answer.
-        await deploy_when(answering, "PixelLab's answer to begin", worker, settings, processes)
-        done = await wait_for_status(http, job_id, tokens["alice"], FINAL, timeout_s=30)
-        await asyncio.sleep(1.0)  # a second call, if any, would have begun by now
+    # The deploy's grace (0.3 s) ends mid-answer.
+    job_id, done = await through_a_deploy(
+        settings, processes, tokens["alice"], description, answering, "the answer to begin"
+    )
+    await asyncio.sleep(1.0)  # a second call, if any, would have begun by now
     stored = await admin_view(redis, job_id)
     assert done["status"] == "completed", (done, stored)
     assert mock_calls(mock_pixellab, description) == {"answered:200": 1}, outcomes(stored)

@@ -240,16 +240,16 @@ async def test_take_flight_takes_the_lock_and_writes_stage_10_only_for_the_fence
     submitted = first.model_copy(update={"stage": Stage.SUBMITTED, "progress": 10})
     events = await event_count(redis, "f1")
     with pytest.raises(FencedOut):  # a stale token takes nothing and writes nothing
-        await store.take_flight(submitted, "not-the-fence", lease_ms=5_000)
+        await store.flights.take(submitted, "not-the-fence", lease_ms=5_000)
     assert await redis.exists(keys.flight(first.cache_key)) == 0
-    assert await store.take_flight(submitted, first_token, lease_ms=5_000) is True
+    assert await store.flights.take(submitted, first_token, lease_ms=5_000) is True
     assert await redis.get(keys.flight(first.cache_key)) == first_token.encode()
     stored = await store.get("f1")
     assert stored is not None and (stored.stage, stored.progress) == (Stage.SUBMITTED, 10)
     assert await event_count(redis, "f1") == events + 1
     # Held: the other attempt waits, and its job is not moved to stage 10.
     waiting = second.model_copy(update={"stage": Stage.SUBMITTED, "progress": 10})
-    assert await store.take_flight(waiting, second_token, lease_ms=5_000) is False
+    assert await store.flights.take(waiting, second_token, lease_ms=5_000) is False
     other = await store.get("f2")
     assert other is not None and other.stage is Stage.STARTED
 
