@@ -26,6 +26,8 @@ from backend.store.tokens import TokenStore
 
 log = structlog.get_logger(__name__)
 
+HIT_FLUSH_S = 1.0  # how often the cache hits this process served are added to L1
+
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; with no settings given they are read from the environment now.
@@ -56,12 +58,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.progress = progress
         positions = resources.position_announcer()
         positions_task = asyncio.create_task(run_every(positions.interval_s, positions.run_once))
+        hits_task = asyncio.create_task(run_every(HIT_FLUSH_S, resources.cache.flush_hits))
         app.state.metrics_registry, scrape_redis = queue_registry(settings)
         log.info("api_started", l2_enabled=resources.cache.l2_enabled)
         try:
             yield
         finally:
             await cancel_and_wait(positions_task)
+            await cancel_and_wait(hits_task)
+            await resources.cache.flush_hits()  # the last second's hits
             await progress.stop()
             await resources.close()
             scrape_redis.close()

@@ -4,7 +4,8 @@ Every failed look-up is counted (``spritequeue_auth_failures_total``) and, past 
 allowance per client address per minute, slowed and answered ``429``
 (``backend.store.auth_failures``). A valid token costs one Redis round trip, nothing more:
 a route about one job reads the job in that same round trip (``principal_and_read``), and
-a plain submission counts its rate and reads its dedup window in it (``principal_screened``).
+a plain submission counts its rate, reads its dedup window and, for a sprite already in L1,
+writes its answered job in it (``principal_screened``).
 The token is read from Redis on every request, so a revoked one is refused at once.
 """
 
@@ -22,6 +23,7 @@ from backend.metrics import AUTH_FAILURES
 from backend.store.auth_failures import AuthFailures
 from backend.store.quotas import Screened, SubmitRate
 from backend.store.tokens import Principal, TokenStore
+from backend.store.writes import HitWrite
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -44,12 +46,13 @@ async def principal_and_read(
 
 
 async def principal_screened(
-    request: Request, rate: SubmitRate, dedup_key: str
+    request: Request, rate: SubmitRate, dedup_key: str, hit: HitWrite | None = None
 ) -> tuple[Principal, Screened]:
     """``principal``, with the caller's submit rate counted and the dedup window read in
-    the same round trip (``TokenStore.resolve_for_submit``): a plain submission's first."""
+    the same round trip (``TokenStore.resolve_for_submit``), and ``hit``'s job written
+    in it when it may be: a plain submission's caller look-up."""
     found, screened = await _authenticated(
-        request, lambda tokens, token: tokens.resolve_for_submit(token, rate, dedup_key)
+        request, lambda tokens, token: tokens.resolve_for_submit(token, rate, dedup_key, hit)
     )
     assert screened is not None  # a known caller is always screened
     return found, screened

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from backend.cache.base import CachedImage, CacheError, CacheLayer, EntryTooLarge, ImageInfo
+from backend.cache.base import (
+    CachedImage,
+    CacheError,
+    CacheLayer,
+    EntryTooLarge,
+    ImageInfo,
+    L1Layer,
+)
 from backend.cache.firestore_l2 import FirestoreL2, create_firestore_client
 from backend.cache.redis_l1 import RedisL1
 from backend.cache.tiered import TieredCache
@@ -14,6 +21,7 @@ __all__ = [
     "EntryTooLarge",
     "FirestoreL2",
     "ImageInfo",
+    "L1Layer",
     "RedisL1",
     "TieredCache",
     "create_firestore_client",

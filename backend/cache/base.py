@@ -132,14 +132,23 @@ class CacheLayer(Protocol):
         """The entry, or ``None``; a hit atomically counts itself and stamps its access time."""
         ...
 
-    async def describe(self, key: str) -> ImageInfo | None:
-        """``get`` without the image (a layer may then leave the PNG where it is)."""
-        ...
-
     async def put(self, image: CachedImage) -> None:
         """Store ``image``, replacing any entry with its key."""
         ...
 
     async def ping(self) -> None:
         """Return when the backend answers; raise ``CacheError`` otherwise."""
+        ...
+
+
+class L1Layer(CacheLayer, Protocol):
+    """The first tier, which a submission can look into without moving the image and whose
+    hits are counted in batches (``TieredCache.count_hit``)."""
+
+    async def peek(self, key: str) -> ImageInfo | None:
+        """The entry without its image and without counting a hit, or ``None``."""
+        ...
+
+    async def count_hits(self, hits: dict[str, tuple[int, float]]) -> None:
+        """Add ``hits`` (key: (how many, the last access at)) to the entries still stored."""
         ...

@@ -12,7 +12,7 @@ from google.api_core import exceptions as google_exceptions
 from google.auth.exceptions import GoogleAuthError
 from google.cloud import firestore
 
-from backend.cache.base import CachedImage, CacheError, EntryTooLarge, ImageInfo
+from backend.cache.base import CachedImage, CacheError, EntryTooLarge
 from backend.config import FirestoreSettings
 
 logger = structlog.get_logger(__name__)
@@ -66,11 +66,6 @@ class FirestoreL2:
             return None
         await self._count_hit(ref)
         return image.hit(now)
-
-    async def describe(self, key: str) -> ImageInfo | None:
-        """``get``'s entry without its image (a document is read whole anyway)."""
-        image = await self.get(key)
-        return None if image is None else image.info()
 
     async def put(self, image: CachedImage) -> None:
         """Store ``image`` until ``created_at + ttl_days`` (or its own earlier ``expires_at``).

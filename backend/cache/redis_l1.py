@@ -13,26 +13,40 @@ from backend.store import keys
 
 _PNG = b"png"
 
-# A hit: count it and read the entry in one step (a miss writes nothing). ARGV[2] "1" reads
-# the PNG too; otherwise only the small fields leave Redis.
+# A hit: count it and read the entry in one step (a miss writes nothing).
 _HIT = """
 if redis.call("HEXISTS", KEYS[1], "png") == 0 then
   return false
 end
 redis.call("HINCRBY", KEYS[1], "hit_count", 1)
 redis.call("HSET", KEYS[1], "last_accessed_at", ARGV[1])
-local all = redis.call("HGETALL", KEYS[1])
-if ARGV[2] == "1" then
-  return all
+return redis.call("HGETALL", KEYS[1])
+"""
+
+# What a cache-hit submission answers with, read only: the PNG stays in Redis.
+_INFO_FIELDS = ("width", "height", "sha256", "size", "hit_count", "content_type", "frames")
+_PEEK = """
+if redis.call("HEXISTS", KEYS[1], "png") == 0 then
+  return false
 end
-local small = {}
-for i = 1, #all, 2 do
-  if all[i] ~= "png" then
-    small[#small + 1] = all[i]
-    small[#small + 1] = all[i + 1]
+return redis.call("HMGET", KEYS[1], unpack(ARGV))
+"""
+
+# Hits counted later, many in one step (``TieredCache.count_hit``): KEYS are entries,
+# ARGV[i] "count last_accessed_at" for KEYS[i]. An evicted entry is not brought back as a
+# hash without its image, and an older access time never replaces a newer one.
+_COUNT_HITS = """
+for i, key in ipairs(KEYS) do
+  if redis.call("HEXISTS", key, "png") == 1 then
+    local count, at = string.match(ARGV[i], "(%S+) (%S+)")
+    redis.call("HINCRBY", key, "hit_count", count)
+    local last = tonumber(redis.call("HGET", key, "last_accessed_at") or "0")
+    if tonumber(at) > last then
+      redis.call("HSET", key, "last_accessed_at", at)
+    end
   end
 end
-return small
+return #KEYS
 """
 
 
@@ -45,6 +59,8 @@ class RedisL1:
         self._redis = redis
         self._ttl_s = ttl_s
         self._hit_script = redis.register_script(_HIT)
+        self._peek_script = redis.register_script(_PEEK)
+        self._count_script = redis.register_script(_COUNT_HITS)
 
     async def get(self, key: str) -> CachedImage | None:
         """The entry with its hit counted, or ``None``; raises ``CacheError``.
@@ -52,39 +68,49 @@ class RedisL1:
         One round trip (``_HIT``): a miss writes nothing, a hit bumps ``hit_count`` and
         ``last_accessed_at`` in the same step, so concurrent hits are all counted.
         """
-        fields = await self._hit(key, with_png=True)
-        return None if fields is None else _decode(key, fields)
+        try:
+            flat = await self._hit_script(keys=[keys.cache(key)], args=[repr(time.time())])
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"L1 get failed: {exc}") from exc
+        return None if not flat else _decode(key, dict(zip(flat[::2], flat[1::2], strict=True)))
 
-    async def describe(self, key: str) -> ImageInfo | None:
-        """``get`` without moving the PNG: a cache-hit submission only needs to know it is
-        there (its size, digest, dimensions), and the result route reads the image later."""
-        fields = await self._hit(key, with_png=False)
-        if fields is None:
+    async def peek(self, key: str) -> ImageInfo | None:
+        """The entry without its image and without counting a hit, or ``None``; raises
+        ``CacheError``. A submission looks before it knows whether the hit will answer it
+        (the caller may be unknown or over their rate): it counts it with ``count_hits``
+        once it did."""
+        try:
+            found = await self._peek_script(keys=[keys.cache(key)], args=list(_INFO_FIELDS))
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"L1 get failed: {exc}") from exc
+        if not found:
             return None
+        width, height, sha256, size, hit_count, content_type, frames = found
         try:
             return ImageInfo(
                 key=key,
-                width=int(fields[b"width"]),
-                height=int(fields[b"height"]),
-                sha256=fields[b"sha256"].decode(),
-                size=int(fields[b"size"]),
-                hit_count=int(fields[b"hit_count"]),
-                content_type=fields[b"content_type"].decode(),
-                frames=int(fields.get(b"frames", b"1")),
+                width=int(width),
+                height=int(height),
+                sha256=sha256.decode(),
+                size=int(size),
+                hit_count=int(hit_count),
+                content_type=content_type.decode(),
+                frames=int(frames or b"1"),
             )
-        except (KeyError, ValueError) as exc:
+        except (TypeError, AttributeError, ValueError) as exc:
             raise CacheError(f"L1 entry {key} is malformed: {exc!r}") from exc
 
-    async def _hit(self, key: str, *, with_png: bool) -> dict[bytes, bytes] | None:
+    async def count_hits(self, hits: dict[str, tuple[int, float]]) -> None:
+        """Add ``hits`` (key: (how many, the last access)) to the entries still here, in one
+        round trip; raises ``CacheError``."""
+        if not hits:
+            return
+        names = [keys.cache(key) for key in hits]
+        args = [f"{count} {at!r}" for count, at in hits.values()]
         try:
-            flat = await self._hit_script(
-                keys=[keys.cache(key)], args=[repr(time.time()), "1" if with_png else ""]
-            )
+            await self._count_script(keys=names, args=args)
         except (RedisError, OSError) as exc:
-            raise CacheError(f"L1 get failed: {exc}") from exc
-        if not flat:
-            return None
-        return dict(zip(flat[::2], flat[1::2], strict=True))
+            raise CacheError(f"L1 hit count failed: {exc}") from exc
 
     async def put(self, image: CachedImage) -> None:
         """Store ``image`` for ``ttl_s`` (less if it expires sooner); raises ``CacheError``."""

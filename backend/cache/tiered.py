@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
-from backend.cache.base import CachedImage, CacheError, CacheLayer, EntryTooLarge, ImageInfo
+from backend.cache.base import (
+    CachedImage,
+    CacheError,
+    CacheLayer,
+    EntryTooLarge,
+    ImageInfo,
+    L1Layer,
+)
 from backend.metrics import CACHE_LOOKUPS, CACHE_WRITES
 
 logger = structlog.get_logger(__name__)
@@ -23,7 +31,7 @@ class TieredCache:
 
     def __init__(
         self,
-        l1: CacheLayer,
+        l1: L1Layer,
         l2: CacheLayer | None,
         *,
         timeout_s: float,
@@ -35,6 +43,7 @@ class TieredCache:
         # Writes happen off the request path, after a paid generation: losing one to a busy
         # event loop costs a PixelLab call later, so they get longer than reads.
         self._write_timeout_s = write_timeout_s or timeout_s
+        self._hits: dict[str, tuple[int, float]] = {}  # key: (hits, last at), until flushed
 
     @property
     def l2_enabled(self) -> bool:
@@ -55,25 +64,57 @@ class TieredCache:
             await self._put(self._l1, image)
         return image
 
-    async def describe(self, key: str) -> ImageInfo | None:
-        """``get`` without the image, for a cache-hit submission: from L1 the PNG does not
-        leave Redis (one round trip); an L2 hit refills L1 as ``get`` does."""
+    async def peek(self, key: str) -> ImageInfo | None:
+        """The L1 entry without its image and without counting it, or ``None`` (a miss, or
+        L1 failing): a submission's look before it knows whether the hit answers it. Count
+        a hit that did with ``count_hit``."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                info = await self._l1.describe(key)
+                info = await self._l1.peek(key)
         except (CacheError, TimeoutError) as exc:
             self._log_failure(self._l1, "get", key, exc)
             CACHE_LOOKUPS.labels(self._l1.name, "error").inc()
-            info = None
-        else:
-            CACHE_LOOKUPS.labels(self._l1.name, "miss" if info is None else "hit").inc()
-        if info is not None or self._l2 is None:
-            return info
+            return None
+        CACHE_LOOKUPS.labels(self._l1.name, "miss" if info is None else "hit").inc()
+        return info
+
+    async def describe_from_l2(self, key: str) -> ImageInfo | None:
+        """After an L1 miss: L2's entry without its image, its hit counted there, and L1
+        refilled as ``get`` does; ``None`` without an L2."""
+        if self._l2 is None:
+            return None
         image = await self._get(self._l2, key)
         if image is None:
             return None
         await self._put(self._l1, image)
         return image.info()
+
+    def count_hit(self, key: str) -> None:
+        """Count a hit ``peek`` found that answered a request. Hits are added to L1 in one
+        round trip a flush (``flush_hits``), not one each: a hot sprite's hits are one write
+        a second, and a hit costs the submission no round trip of its own."""
+        count, _ = self._hits.get(key, (0, 0.0))
+        self._hits[key] = (count + 1, time.time())
+
+    async def flush_hits(self) -> int:
+        """Add the hits counted since the last flush to L1; the number of entries written.
+        A failing L1 loses them (logged): they are statistics, not state."""
+        hits, self._hits = self._hits, {}
+        if not hits:
+            return 0
+        try:
+            async with asyncio.timeout(self._write_timeout_s):
+                await self._l1.count_hits(hits)
+        except asyncio.CancelledError:  # a shutdown: its last flush writes them
+            for key, (count, at) in hits.items():
+                now_count, now_at = self._hits.get(key, (0, 0.0))
+                self._hits[key] = (count + now_count, max(at, now_at))
+            raise
+        except (CacheError, TimeoutError) as exc:
+            logger.warning("cache_hits_not_counted", layer=self._l1.name, entries=len(hits),
+                           error=self._describe(exc))  # fmt: skip
+            return 0
+        return len(hits)
 
     async def put(self, image: CachedImage) -> bool:
         """Write ``image`` to every layer concurrently; failures are logged and skipped.

@@ -40,8 +40,9 @@ from backend.queue.inputs import InputResolver
 from backend.queue.resources import Resources
 from backend.queue.serializer import serialize
 from backend.store import keys
-from backend.store.jobs import AdmitCode
+from backend.store.jobs import AdmitCode, record_from
 from backend.store.quotas import RateCheck, Screened, SubmitRate, seconds_to_utc_midnight
+from backend.store.writes import HitWrite, compact_json
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,17 @@ MAX_SEED = 2**32 - 1
 class Submission:
     view: JobView
     created: bool  # False when deduplicated
+
+
+@dataclass(frozen=True)
+class CacheLook:
+    """A plain submission's look into L1, made before its caller is known: its job record
+    (``user`` still empty), and for a hit, the finished job the caller's round trip writes."""
+
+    record: JobRecord
+    image: ImageInfo | None = None
+    done: JobRecord | None = None  # the record finished with ``image``
+    write: HitWrite | None = None  # ``done`` as ``resolveSubmit`` writes it
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,26 @@ class Producer:
             group_id=group_id,
         )
 
+    async def look_up(self, request: GenerationRequest, request_id: str | None) -> CacheLook:
+        """Look for a plain ``request``'s sprite in L1 before the caller's round trip, so a
+        hit is served in it (``resolveSubmit``): two round trips in all. Nothing is counted
+        or written here: the caller may yet be unknown, over their rate or deduplicated."""
+        record = self.new_record("", request, request_id)
+        image = await self._res.cache.peek(record.cache_key)
+        if image is None:
+            return CacheLook(record)
+        done = self._served(record, image)
+        fields = done.to_fields()
+        del fields["user"]  # the script fills it in once it knows the caller
+        write = HitWrite(
+            job_id=done.job_id,
+            created_ms=int(done.created_at * 1000),
+            fields_json=compact_json(fields),
+            view_json=done.view().model_dump_json(),
+            keep_s=self._settings.jobs.keep_finished_s,
+        )
+        return CacheLook(record, image, done, write)
+
     async def submit(
         self,
         user: str,
@@ -141,17 +173,22 @@ class Producer:
         *,
         request_id: str | None = None,
         screened: Screened | None = None,
+        look: CacheLook | None = None,
     ) -> Submission:
         """Answer from the cache, or admit and enqueue.
 
         ``screened``: the rate verdict and dedup read already made for a plain request with
-        the caller's look-up (``TokenStore.resolve_for_submit``), so not made again.
+        the caller's look-up (``TokenStore.resolve_for_submit``), so not made again; with
+        ``look``, the L1 look made before it (``look_up``), and whether that round trip
+        already wrote the hit as this request's job.
         Raises RateLimited (before any look-up), QuotaExceeded, UserLimit or QueueFull; for
         input images, NotFound or InvalidRequest (``queue.inputs``).
         """
-        # The dedup window comes first, so a resubmission within it is the same job even when
-        # that job has finished and its result is already cached. The admit script checks
-        # again atomically; this read only spares a cache look-up.
+        # The dedup window comes before the cache, so a resubmission within it is the same
+        # job even when that job has finished and its result is already cached. (A plain
+        # request's L1 look comes first only so that the caller's round trip, which honours
+        # the window, can serve a hit.) The admit script checks the window again atomically.
+        known: JobView | None = None  # the duplicate's view, when already read
         if next(image_items(request), None) is not None:
             # Inputs are resolved (and stored) only once the rate allows the submission.
             await self.check_rate(user)
@@ -161,22 +198,47 @@ class Producer:
         else:
             # No inputs: the key is known at once, so the rate and the dedup window are one
             # round trip (the read is harmless when the rate refuses).
-            record = self.new_record(user, request, request_id)
+            if look is None:
+                record = self.new_record(user, request, request_id)
+            else:
+                record = look.record.model_copy(update={"user": user})
             if screened is None:
                 dedup_key = keys.dedup(user, record.cache_key)
                 screened = await self._rate.check_and_get(user, dedup_key)
-            check, found = screened
-            self._refuse_over_rate(check)
-            duplicate = None if found is None else found.decode()
+            self._refuse_over_rate(screened.check)
+            if screened.served:
+                assert look is not None and look.done is not None and look.image is not None
+                done = look.done.model_copy(update={"user": user})
+                return Submission(self._count_served(done, look.image), created=True)
+            duplicate = None if screened.duplicate is None else screened.duplicate.decode()
+            if screened.duplicate_fields is not None:  # the duplicate, read with the caller
+                found = record_from(screened.duplicate_fields)
+                if found is None:  # finished and expired since
+                    duplicate = None
+                else:
+                    known = found.view(deduplicated=True)
         if duplicate is not None:
-            view = await self.view(duplicate, deduplicated=True)
+            view = known if known is not None else await self.view(duplicate, deduplicated=True)
             # A cancelled or failed job would never give this request its sprite.
             if view is not None and view.status not in (JobStatus.CANCELLED, JobStatus.FAILED):
                 metrics.JOBS_SUBMITTED.labels("deduplicated").inc()
                 return Submission(view, created=False)
-        image = await self._res.cache.describe(record.cache_key)  # the PNG stays in Redis
+        return await self._answer_or_enqueue(record, look)
+
+    async def _answer_or_enqueue(self, record: JobRecord, look: CacheLook | None) -> Submission:
+        """The sprite from L1 (already looked at when ``look`` is given) or L2, as a
+        finished job; otherwise ``record`` admitted and enqueued."""
+        cache = self._res.cache
+        image = await cache.peek(record.cache_key) if look is None else look.image
         if image is not None:
-            return Submission(await self._record_cache_hit(record, image), created=True)
+            done = await self._record_served(record, image)
+            return Submission(self._count_served(done, image), created=True)
+        image = await cache.describe_from_l2(record.cache_key)  # counted in L2
+        if image is not None:
+            done = await self._record_served(record, image)
+            metrics.JOBS_SUBMITTED.labels("cache_hit").inc()
+            log.info("job_served_from_cache", job_id=done.job_id, cache="hit", layer="l2")
+            return Submission(done.view(), created=True)
         return await self.enqueue(record, missed_cache=True)
 
     async def enqueue(
@@ -298,19 +360,29 @@ class Producer:
         )  # fmt: skip
         return payload
 
-    async def _record_cache_hit(self, record: JobRecord, image: ImageInfo) -> JobView:
+    @staticmethod
+    def _served(record: JobRecord, image: ImageInfo) -> JobRecord:
+        """``record`` finished at once with the cached ``image``."""
         now = time.time()
-        done = record.finished_as(
+        return record.finished_as(
             JobStatus.COMPLETED,
             at=now,
             cached=True,
             started_at=now,
             result=result_info(record.job_id, image),
         )
+
+    async def _record_served(self, record: JobRecord, image: ImageInfo) -> JobRecord:
+        done = self._served(record, image)
         keep_s = self._settings.jobs.keep_finished_s
         await self._res.submissions.record_finished(done, keep_s=keep_s)
+        return done
+
+    def _count_served(self, done: JobRecord, image: ImageInfo) -> JobView:
+        """Count an L1 hit that answered ``done``'s request (written by now)."""
+        self._res.cache.count_hit(image.key)
         metrics.JOBS_SUBMITTED.labels("cache_hit").inc()
-        log.info("job_served_from_cache", job_id=record.job_id, cache="hit")
+        log.info("job_served_from_cache", job_id=done.job_id, cache="hit", layer="l1")
         return done.view()
 
     async def view(self, job_id: str, *, deduplicated: bool = False) -> JobView | None:

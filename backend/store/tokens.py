@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from backend.errors import InvalidRequest
 from backend.store import keys
 from backend.store.quotas import Screened, SubmitRate
+from backend.store.writes import HitWrite
 
 TOKEN_PREFIX = "sq_"
 BOOTSTRAP_ADMIN = "admin"  # the user name of SPRITEQ_ADMIN_TOKEN: no stored token may take it
@@ -173,10 +174,12 @@ class TokenStore:
         return Principal(user.decode(), admin=admin == b"1", high_priority=high), read
 
     async def resolve_for_submit(
-        self, token: str, rate: SubmitRate, dedup_key: str
+        self, token: str, rate: SubmitRate, dedup_key: str, hit: HitWrite | None = None
     ) -> tuple[Principal | None, Screened | None]:
         """``resolve``, with the caller's submit rate counted and ``dedup_key`` (the user
         written ``{user}``) read in the same round trip: a plain submission's first one.
+        With ``hit``, that round trip also writes the cache hit's job when it may
+        (``Screened.served``); the bootstrap admin's never does (it is not in Redis).
         (None, None) for an unknown, revoked or expired token."""
         if self._bootstrap is not None and hmac.compare_digest(
             token.encode(), self._bootstrap.get_secret_value().encode()
@@ -186,8 +189,9 @@ class TokenStore:
             return Principal(BOOTSTRAP_ADMIN, admin=True), screened
         digest = token_hash(token)
         found = await rate.with_caller(
-            digest, [keys.token(digest), keys.TOKENS_LAST_USED], LAST_USED_EVERY_S, dedup_key
-        )
+            digest, [keys.token(digest), keys.TOKENS_LAST_USED], LAST_USED_EVERY_S, dedup_key,
+            hit,
+        )  # fmt: skip
         if found is None:
             return None, None
         (name, admin, priority), screened = found

@@ -36,6 +36,18 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class HitWrite:
+    """A cache hit's finished job, ready to be written by the caller's look-up
+    (``resolveSubmit``) once it knows the user: the record's fields without ``user``."""
+
+    job_id: str
+    created_ms: int
+    fields_json: str
+    view_json: str
+    keep_s: int
+
+
+@dataclass(frozen=True)
 class PlaceRules:
     """When a waiting job's new place is worth an event (``announcePositions-2.lua``)."""
 

@@ -141,21 +141,48 @@ async def test_a_hash_without_png_reads_as_a_miss(l1: RedisL1, redis: aioredis.R
     assert await redis.hget(keys.cache(key), "hit_count") == b"3"
 
 
-async def test_describe_counts_the_hit_and_leaves_the_png_in_redis(
+async def test_peek_counts_nothing_and_leaves_the_png_in_redis(
     l1: RedisL1, redis: aioredis.Redis
 ) -> None:
     image = make_image()
     await l1.put(image)
 
-    info = await l1.describe(image.key)
-    full = await l1.get(image.key)
+    info = await l1.peek(image.key)
+    stored = await redis.hmget(keys.cache(image.key), ["hit_count", "last_accessed_at"])
 
-    assert info == image.info().__class__(
-        key=image.key, width=image.width, height=image.height, sha256=image.sha256,
-        size=image.size, hit_count=1, content_type=image.content_type,
-    )  # fmt: skip
-    assert full is not None and full.png == image.png and full.hit_count == 2
-    assert await l1.describe(hashlib.sha256(b"absent").hexdigest()) is None
+    assert info == image.info()
+    assert stored == [b"0", repr(image.last_accessed_at).encode()]
+    assert await l1.peek(hashlib.sha256(b"absent").hexdigest()) is None
+
+
+async def test_counted_hits_add_up_in_one_round_trip_and_skip_evicted_entries(
+    l1: RedisL1, redis: aioredis.Redis
+) -> None:
+    hot, cold = make_image(), make_image()
+    await l1.put(hot)
+    await l1.put(cold)
+    gone = hashlib.sha256(b"evicted").hexdigest()
+    later = hot.last_accessed_at + 60
+
+    await l1.count_hits({hot.key: (3, later), gone: (2, later)})
+    await l1.count_hits({hot.key: (1, later - 30), cold.key: (2, later)})
+
+    hot_fields = await redis.hmget(keys.cache(hot.key), ["hit_count", "last_accessed_at"])
+    assert hot_fields == [b"4", repr(later).encode()]  # an older access time stays behind
+    assert await redis.hget(keys.cache(cold.key), "hit_count") == b"2"
+    assert await redis.exists(keys.cache(gone)) == 0  # no hash without its image
+    found = await l1.get(hot.key)
+    assert found is not None and found.hit_count == 5
+
+
+async def test_peek_and_count_of_a_dead_server_raise_cache_error(
+    dead_redis: aioredis.Redis,
+) -> None:
+    l1 = RedisL1(dead_redis, ttl_s=3600)
+    with pytest.raises(CacheError):
+        await l1.peek(make_image().key)
+    with pytest.raises(CacheError):
+        await l1.count_hits({make_image().key: (1, 1.0)})
 
 
 async def test_a_malformed_entry_raises_cache_error(l1: RedisL1, redis: aioredis.Redis) -> None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from backend.cache import CachedImage, CacheError, CacheLayer, EntryTooLarge, ImageInfo, TieredCache
+from backend.cache import (
+    CachedImage,
+    CacheError,
+    EntryTooLarge,
+    ImageInfo,
+    L1Layer,
+    TieredCache,
+)
 
 PNG = b"\x89PNG\r\n\x1a\nfake"
 
@@ -43,9 +50,20 @@ class FakeLayer:
         self.entries[key] = image.hit(time.time())
         return self.entries[key]
 
-    async def describe(self, key: str) -> ImageInfo | None:
-        image = await self.get(key)
+    async def peek(self, key: str) -> ImageInfo | None:
+        await self._enter("peek")
+        image = self.entries.get(key)
         return None if image is None else image.info()
+
+    async def count_hits(self, hits: dict[str, tuple[int, float]]) -> None:
+        await self._enter("count_hits")
+        for key, (count, at) in hits.items():
+            if key in self.entries:
+                image = self.entries[key]
+                last = max(at, image.last_accessed_at)
+                self.entries[key] = replace(
+                    image, hit_count=image.hit_count + count, last_accessed_at=last
+                )
 
     async def put(self, image: CachedImage) -> None:
         await self._enter("put")
@@ -75,7 +93,7 @@ def writes(layer: str, result: str) -> float:
 
 
 def test_fakes_follow_the_protocol() -> None:
-    layer: CacheLayer = FakeLayer("l1")
+    layer: L1Layer = FakeLayer("l1")
     assert layer.name == "l1"
 
 
@@ -210,3 +228,60 @@ async def test_ping_reports_each_layer() -> None:
     cache = TieredCache(FakeLayer("l1", hang=True), FakeLayer("l2", fail=True), timeout_s=0.05)
 
     assert await cache.ping() == {"l1": "timed out after 0.05 s", "l2": "l2 ping is down"}
+
+
+async def test_a_peek_counts_no_hit_until_one_is_counted_and_flushed() -> None:
+    l1 = FakeLayer("l1")
+    image, other = make_image(), make_image("shield")
+    l1.entries[image.key], l1.entries[other.key] = image, other
+    cache = TieredCache(l1, None, timeout_s=1)
+
+    info = await cache.peek(image.key)
+    for _ in range(3):
+        cache.count_hit(image.key)
+    cache.count_hit(other.key)
+    unflushed = l1.entries[image.key].hit_count
+
+    assert info is not None and info.hit_count == 0
+    assert unflushed == 0
+    assert await cache.flush_hits() == 2
+    assert (l1.entries[image.key].hit_count, l1.entries[other.key].hit_count) == (3, 1)
+    assert l1.calls == ["peek", "count_hits"]  # the four hits, one call
+    assert await cache.flush_hits() == 0 and l1.calls[-1] == "count_hits"
+
+
+async def test_hits_a_failing_l1_cannot_take_are_logged_and_dropped() -> None:
+    l1 = FakeLayer("l1", fail=True)
+    cache = TieredCache(l1, None, timeout_s=1)
+    cache.count_hit(make_image().key)
+
+    with capture_logs() as logs:
+        assert await cache.flush_hits() == 0
+
+    assert [e["event"] for e in logs] == ["cache_hits_not_counted"]
+    l1.fail = False
+    assert await cache.flush_hits() == 0  # statistics: not kept for a retry
+
+
+async def test_a_peek_of_a_failing_l1_is_a_logged_miss() -> None:
+    l1 = FakeLayer("l1", fail=True)
+    errors = lookups("l1", "error")
+
+    with capture_logs() as logs:
+        assert await TieredCache(l1, FakeLayer("l2"), timeout_s=1).peek(make_image().key) is None
+
+    assert lookups("l1", "error") == errors + 1
+    assert [(e["event"], e["op"]) for e in logs] == [("cache_failed", "get")]
+
+
+async def test_an_l2_description_is_counted_in_l2_and_refills_l1() -> None:
+    l1, l2 = FakeLayer("l1"), FakeLayer("l2")
+    image = make_image()
+    l2.entries[image.key] = image
+    cache = TieredCache(l1, l2, timeout_s=1)
+
+    info = await cache.describe_from_l2(image.key)
+
+    assert info is not None and info.hit_count == 1
+    assert l1.entries[image.key].hit_count == 1
+    assert await TieredCache(l1, None, timeout_s=1).describe_from_l2(image.key) is None

@@ -28,7 +28,7 @@ from backend.errors import (
 )
 from backend.models import GenerationRequest, JobStatus, JobView
 from backend.options import Priority
-from backend.queue.producer import Producer
+from backend.queue.producer import CacheLook, Producer
 from backend.queue.resources import Resources
 from backend.store.jobs import Guard, Written
 from backend.store.quotas import Screened
@@ -67,20 +67,23 @@ async def _submit(request: Request) -> Response:
         raise
     producer: Producer = request.app.state.producer
     # A plain request (one job, no input images, no option that needs a check of the caller)
-    # learns who calls, counts its rate and reads its dedup window in one round trip.
+    # looks in L1 first, then learns who calls, counts its rate, reads its dedup window and,
+    # for a hit, writes its answered job in one round trip: a cache hit is two in all.
     dedup_key = producer.screen_key(sprite) if _plain(sprite) else None
     screened: Screened | None = None
+    look: CacheLook | None = None
     if dedup_key is None:
         who = await principal(request)
     else:
-        who, screened = await principal_screened(request, producer.rate, dedup_key)
+        look = await producer.look_up(sprite, request.state.request_id)
+        who, screened = await principal_screened(request, producer.rate, dedup_key, look.write)
     await check_options(who, sprite, settings)
     if sprite.variants > 1:
         group = await producer.submit_group(who.user, sprite, request_id=request.state.request_id)
         return JSONResponse(group_body(group.group_id, group.views), status_code=202,
                             headers={"Location": f"/v1/groups/{group.group_id}"})  # fmt: skip
     submission = await producer.submit(
-        who.user, sprite, request_id=request.state.request_id, screened=screened
+        who.user, sprite, request_id=request.state.request_id, screened=screened, look=look
     )
     view = submission.view
     status = 200 if view.cached and submission.created else 202
