@@ -9,6 +9,7 @@ import collections
 import dataclasses
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -160,14 +161,31 @@ def parse_raw(data: bytes) -> tuple[str, str] | None:
 def parse_event(data: bytes) -> tuple[str, str] | None:
     """``sq:events`` messages, "<job_id> <stream_id> <event> <json>" -> (event, job id).
 
-    Of the progress events only "started" is kept (part 3 counts jobs running at once).
+    Of the progress events "queued", "started" (part 3 counts jobs running at once) and
+    "received" are kept, for the 20/s run's breakdown (``SPANS``).
     Completions are timed here, on Redis pub/sub, not on one SSE stream per job: what is
     measured is the queue, not the SSE fan-out (``bench_sse.py`` measures that).
     """
     job_id, _, event, payload = data.split(b" ", 3)
     if event == b"progress":
-        return ("started", job_id.decode()) if b'"stage":"started"' in payload else None
+        for stage in PROGRESS_STAGES:
+            if b'"stage":"%s"' % stage.encode() in payload:
+                return stage, job_id.decode()
+        return None
     return event.decode(), job_id.decode()
+
+
+# The 20/s run's time, split where the job's events are stamped: (name, from, to). "sent"
+# and "answered" are the client's request and its HTTP answer; the rest are events.
+# The admission's `queued`, the start's `started` (5 %), `received` (90 %: the image kept).
+PROGRESS_STAGES = ("queued", "started", "received")
+SPANS = (
+    ("HTTP submit, answered", "sent", "answered"),
+    ("submit -> `queued` event", "sent", "queued"),
+    ("pickup: `queued` -> started", "queued", "started"),
+    ("cache look, PixelLab call, cache write", "started", "received"),
+    ("landing: stage 90 -> `completed`", "received", "completed"),
+)
 
 
 # ---- the benchmark -------------------------------------------------------------------------
@@ -186,6 +204,7 @@ class Benchmark:
         self.run_tag = uuid.uuid4().hex[:8]
         self.errors: collections.Counter[str] = collections.Counter()
         self.settings: Settings | None = None
+        self.answered: dict[str, float] = {}  # job id -> when its HTTP submit was answered
 
     def stack_settings(self, mock_url: str) -> Settings:
         """Our defaults (worker, jobs) with the caps lifted: no submission may be refused."""
@@ -397,7 +416,21 @@ class Benchmark:
         out: dict[str, Any] = latency_summary([done[j] - t for j, t in sent.items() if j in done])
         out["rate"] = rate
         out["generator_lag_ms"] = lag * 1000
+        if low:
+            out["spans_p50_ms"] = self._spans(sent, watcher)
         return out
+
+    def _spans(self, sent: dict[str, float], watcher: Watcher) -> dict[str, float]:
+        """The median of each of ``SPANS`` over the jobs that have both ends (none for raw
+        arq, which has no such events)."""
+        marks = {"sent": sent, "answered": self.answered, **watcher.stamps}
+        medians = {}
+        for name, start, end in SPANS:
+            begin, finish = marks.get(start, {}), marks.get(end, {})
+            spans = [finish[j] - begin[j] for j in sent if j in begin and j in finish]
+            if spans:
+                medians[name] = 1000 * statistics.median(spans)
+        return medians
 
     # -- part 2 --------------------------------------------------------------------------
 
@@ -421,15 +454,19 @@ class Benchmark:
             ).encode()
             began = time.perf_counter()
             status, reply = await http.request("POST", "/v1/jobs", body, users[index % USERS])
+            answered = time.perf_counter()
             if status != 202:
                 self.errors[f"{label}: POST /v1/jobs answered {status}"] += 1
                 return None
-            return str(json.loads(reply)["job_id"]), began
+            job_id = str(json.loads(reply)["job_id"])
+            self.answered[job_id] = answered
+            return job_id, began
 
         return submit
 
     async def full_path(self, http: HttpPool, watcher: Watcher, api_pid: int) -> dict[str, Any]:
         users, out = await self._tokens(), {}
+        out["work_alone"] = await self._work_alone()
         # The light run first, on a fresh idle worker: nothing left over from the drain.
         worker = await self._start_worker()
         low = self._http_submitter(http, users, "low")
@@ -461,6 +498,25 @@ class Benchmark:
         self.children.stop(second)
         self.children.stop(worker)
         return out
+
+    async def _work_alone(self) -> dict[str, Any]:
+        """The floor under the 20/s run: the work of a job with no queue around it (one call
+        to the mock, its PNG decoded and SET, as the bare arq task does), from this process at
+        the same rate, one at a time."""
+        import httpx
+
+        assert self.settings is not None
+        times: list[float] = []
+        async with httpx.AsyncClient(base_url=self.settings.pixellab.base_url) as client:
+
+            async def once(index: int) -> None:
+                began = time.perf_counter()
+                await same_work({"http": client, "redis": self.redis, "job_id": ""}, index)
+                times.append(time.perf_counter() - began)
+
+            count = max(int(self.sizes.low_rate * self.sizes.latency_s), 1)
+            await at_rate(count, self.sizes.low_rate, once)
+        return latency_summary(times)
 
     # -- part 3 --------------------------------------------------------------------------
 
@@ -655,6 +711,13 @@ def print_report(results: dict[str, Any], table: list[Row], smoke: bool) -> None
             f"latency run: {full['latency']['n']} jobs at {full['latency']['rate']:g}/s, worst "
             f"generator lag {full['latency']['generator_lag_ms']:.1f} ms."
         )
+        low = full["latency_low"]
+        if spans := low.get("spans_p50_ms"):
+            print(f"where the {low['rate']:g}/s run's time goes (medians, each on its own):")
+            for name, value in spans.items():
+                print(f"  {name:<42}{value:6.2f} ms")
+            alone = full["work_alone"]["p50_ms"]
+            print(f"  {'(the same work with no queue around it)':<42}{alone:6.2f} ms")
     if slow := results.get("slow"):
         print(
             f"slow run: {slow['done']}/{slow['jobs']} done; submitted in "

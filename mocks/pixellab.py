@@ -194,8 +194,10 @@ class _MockPixelLab:
         if self.scenario == "auth_error":
             return _error(401, "Invalid API token", {"WWW-Authenticate": "Bearer"})
         self.balance_checks += 1
-        usd = 0.0 if self.scenario == "insufficient_credits" else round(
-            _START_BALANCE_USD - self.spent_usd, 6
+        usd = (
+            0.0
+            if self.scenario == "insufficient_credits"
+            else round(_START_BALANCE_USD - self.spent_usd, 6)
         )
         generations = sum(self.by_description.values())
         return JSONResponse(
@@ -316,10 +318,7 @@ def create_mock_app(
     routes = [
         Route("/generate-image-pixflux", mock.pixflux, methods=["POST"]),
         Route("/generate-image-bitforge", mock.bitforge, methods=["POST"]),
-        *(
-            Route(f"/{path}", mock.image_operation, methods=["POST"])
-            for path in IMAGE_OPERATIONS
-        ),
+        *(Route(f"/{path}", mock.image_operation, methods=["POST"]) for path in IMAGE_OPERATIONS),
         Route("/balance", mock.balance, methods=["GET"]),
         Route("/_mock/stats", mock.stats, methods=["GET"]),
         Route("/_mock/reset", mock.reset, methods=["POST"]),

@@ -36,6 +36,7 @@ from backend.models import (
 )
 from backend.normalize import cache_key, canonical_fields
 from backend.operations import image_items
+from backend.options import WebhookView
 from backend.queue.inputs import InputResolver
 from backend.queue.resources import Resources
 from backend.queue.serializer import serialize
@@ -362,15 +363,17 @@ class Producer:
 
     @staticmethod
     def _served(record: JobRecord, image: ImageInfo) -> JobRecord:
-        """``record`` finished at once with the cached ``image``."""
+        """``record`` finished at once with the cached ``image`` (its webhook, if it has a
+        ``callback_url``, due now)."""
         now = time.time()
-        return record.finished_as(
+        done = record.finished_as(
             JobStatus.COMPLETED,
             at=now,
             cached=True,
             started_at=now,
             result=result_info(record.job_id, image),
         )
+        return done.model_copy(update={"webhook": WebhookView()}) if done.callback_url else done
 
     async def _record_served(self, record: JobRecord, image: ImageInfo) -> JobRecord:
         done = self._served(record, image)

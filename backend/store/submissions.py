@@ -107,28 +107,17 @@ class SubmitStore:
         return Group(group_id, data["user"], list(data["jobs"]), float(data["created_at"]))
 
     async def record_finished(self, record: JobRecord, *, keep_s: int) -> None:
-        """Store a job that never queued (a cache hit) with its final event, in one MULTI;
+        """Store a job that never queued (a cache hit) with its final event, in one script
+        (``recordServed``, the writes a plain request's hit makes in ``resolveSubmit``);
         with a ``callback_url``, its webhook delivery is due in the same step."""
         job_id = record.job_id
         if record.callback_url:
             record = record.model_copy(update={"webhook": WebhookView()})
-        data = record.view().model_dump_json()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(job_id), mapping=record.to_fields())
-            pipe.expire(keys.job(job_id), keep_s)
-            pipe.zadd(keys.user_jobs(record.user), {job_id: int(record.created_at * 1000)})
-            pipe.zremrangebyrank(keys.user_jobs(record.user), 0, -101)
-            pipe.expire(keys.user_jobs(record.user), keep_s)
-            pipe.xadd(
-                keys.events(job_id),
-                {"event": record.status.value, "data": data},
-                maxlen=EVENTS_MAXLEN,
-                approximate=True,
-            )
-            pipe.expire(keys.events(job_id), keep_s)
-            if record.cached:
-                pipe.hincrby(keys.STATS, "cache_hits", 1)
-            if record.callback_url:
-                pipe.zadd(keys.WEBHOOKS, {job_id: int(record.created_at * 1000)})
-                pipe.publish(keys.WAKE_CHANNEL, "webhook")
-            await pipe.execute()
+        created_ms = int(record.created_at * 1000)
+        await self._jobs.scripts.run(
+            "recordServed",
+            [keys.job(job_id), keys.events(job_id), keys.user_jobs(record.user), keys.STATS,
+             keys.WEBHOOKS],
+            [_json(record.to_fields()), record.view().model_dump_json(), job_id, created_ms,
+             keep_s, EVENTS_MAXLEN, "1" if record.callback_url else "", keys.WAKE_CHANNEL],
+        )  # fmt: skip

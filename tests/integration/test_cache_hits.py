@@ -10,22 +10,10 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from backend import operations
-from backend.cache import CachedImage, RedisL1
 from backend.config import Settings
-from backend.normalize import cache_key
 from backend.store import keys
-from fixtures.factories import auth, sprite_request, wait_until
-from mocks.png import sprite_png
+from fixtures.factories import auth, cache_sprite, sprite_request, wait_until
 from tests.conftest import Stack
-
-
-async def cache_sprite(redis: aioredis.Redis, body: dict[str, Any]) -> str:
-    """Put a sprite for ``body`` into L1 as a finished job would; its cache key."""
-    key = cache_key(operations.parse(body))
-    png = sprite_png(64, 64, key.encode())
-    await RedisL1(redis, ttl_s=600).put(CachedImage.new(key, png, width=64, height=64, request={}))
-    return key
 
 
 async def hits_in_l1(redis: aioredis.Redis, key: str) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +20,7 @@ from starlette.routing import Route
 
 from backend.config import Settings
 from backend.webhooks.signing import verify
-from fixtures.factories import auth, sprite_request, wait_for_status, wait_until
+from fixtures.factories import auth, cache_sprite, sprite_request, wait_for_status, wait_until
 from fixtures.servers import ThreadedUvicorn
 from tests.conftest import Stack
 
@@ -113,6 +114,33 @@ async def test_one_signed_delivery_per_final_state_retried_until_2xx(
                 assert json.loads(delivery["body"])["status"] == final
             view = (await http.get(f"/v1/jobs/{job_id}", headers=auth(alice))).json()
             assert view["webhook"] == {"state": "delivered", "attempts": 2, "last_status": 204}
+
+
+async def test_a_cache_hit_with_a_callback_is_delivered_at_once(
+    make_settings: Callable[..., Settings],
+    make_stack: Callable[..., Stack],
+    redis: aioredis.Redis,
+    tokens: dict[str, str],
+    receiver: tuple[Receiver, str],
+) -> None:
+    state, url = receiver
+    stack = make_stack(hook_settings(make_settings), worker=False)  # the deliverer: a worker's
+    body = sprite_request("a heron already drawn", callback_url=url)
+    await cache_sprite(redis, body)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+        hit = await http.post("/v1/jobs", headers=auth(tokens["alice"]), json=body)
+        assert hit.status_code == 200 and hit.json()["cached"] is True, hit.text
+        job_id = hit.json()["job_id"]
+        assert hit.json()["webhook"]["state"] == "pending"
+        stack.start_worker()
+
+        async def delivered() -> bool:
+            view = (await http.get(f"/v1/jobs/{job_id}", headers=auth(tokens["alice"]))).json()
+            return (view.get("webhook") or {}).get("state") == "delivered"
+
+        await wait_until(delivered, 15, "the cache hit's webhook delivered")
+    assert [d["status"] for d in state.of(job_id)] == [500, 204]
+    assert json.loads(state.of(job_id)[-1]["body"])["status"] == "completed"
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@
 ]]
 --@include rate
 --@include record
+--@include served
 -- Decoded before the first write: Redis does not undo a script's writes when a later line
 -- raises, so anything that can fail on bad input must fail while nothing is written yet.
 local hit = ARGV[8] ~= "" and cjson.decode(ARGV[8])
@@ -69,17 +70,11 @@ if hit and admitted == 1 then
   local status = duplicate and redis.call("HGET", "sq:job:" .. duplicate, "status")
   if status ~= "queued" and status ~= "active" and status ~= "completed" then
     hit["user"] = user
-    local keep, job_id = ARGV[10], ARGV[13]
-    write_fields(KEYS[3], hit)
-    redis.call("EXPIRE", KEYS[3], keep)
-    local index = for_user(ARGV[12])
-    redis.call("ZADD", index, ARGV[14], job_id)
-    redis.call("ZREMRANGEBYRANK", index, 0, -101)
-    redis.call("EXPIRE", index, keep)
-    redis.call("XADD", KEYS[4], "MAXLEN", "~", ARGV[11], "*", "event", "completed",
-      "data", ARGV[9])
-    redis.call("EXPIRE", KEYS[4], keep)
-    redis.call("HINCRBY", KEYS[5], "cache_hits", 1)
+    write_served({
+      record_key = KEYS[3], events_key = KEYS[4], index_key = for_user(ARGV[12]),
+      stats_key = KEYS[5], id = ARGV[13], created_ms = ARGV[14], fields = hit,
+      data = ARGV[9], keep = ARGV[10], maxlen = ARGV[11],
+    })
     served, duplicate = 1, false
   end
 end
