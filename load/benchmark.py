@@ -467,6 +467,7 @@ class Benchmark:
     async def full_path(self, http: HttpPool, watcher: Watcher, api_pid: int) -> dict[str, Any]:
         users, out = await self._tokens(), {}
         out["work_alone"] = await self._work_alone()
+        out["round_trip_ms"] = await self._round_trip_after_idle()
         # The light run first, on a fresh idle worker: nothing left over from the drain.
         worker = await self._start_worker()
         low = self._http_submitter(http, users, "low")
@@ -517,6 +518,20 @@ class Benchmark:
             count = max(int(self.sizes.low_rate * self.sizes.latency_s), 1)
             await at_rate(count, self.sizes.low_rate, once)
         return latency_summary(times)
+
+    async def _round_trip_after_idle(self) -> dict[str, float]:
+        """A Redis PING's median time 50 ms after the last one (as at 20 jobs/s, where every
+        process sleeps between jobs) and right after another: what a wake-up costs here."""
+        idle, hot = [], []
+        for _ in range(max(int(self.sizes.low_rate * self.sizes.latency_s), 1)):
+            await asyncio.sleep(0.05)
+            began = time.perf_counter()
+            await self.redis.ping()
+            woken = time.perf_counter()
+            await self.redis.ping()
+            idle.append(woken - began)
+            hot.append(time.perf_counter() - woken)
+        return {"idle": 1000 * statistics.median(idle), "hot": 1000 * statistics.median(hot)}
 
     # -- part 3 --------------------------------------------------------------------------
 
@@ -718,6 +733,9 @@ def print_report(results: dict[str, Any], table: list[Row], smoke: bool) -> None
                 print(f"  {name:<42}{value:6.2f} ms")
             alone = full["work_alone"]["p50_ms"]
             print(f"  {'(the same work with no queue around it)':<42}{alone:6.2f} ms")
+            trip = full["round_trip_ms"]
+            print(f"  (a Redis round trip: {trip['idle']:.2f} ms after 50 ms idle, "
+                  f"{trip['hot']:.2f} ms right after another)")  # fmt: skip
     if slow := results.get("slow"):
         print(
             f"slow run: {slow['done']}/{slow['jobs']} done; submitted in "
