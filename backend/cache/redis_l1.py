@@ -82,7 +82,7 @@ class RedisL1:
         try:
             found = await self._peek_script(keys=[keys.cache(key)], args=list(_INFO_FIELDS))
         except (RedisError, OSError) as exc:
-            raise CacheError(f"L1 get failed: {exc}") from exc
+            raise CacheError(f"L1 peek failed: {exc}") from exc
         if not found:
             return None
         width, height, sha256, size, hit_count, content_type, frames = found

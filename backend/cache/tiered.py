@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
@@ -18,6 +20,7 @@ from backend.cache.base import (
 from backend.metrics import CACHE_LOOKUPS, CACHE_WRITES
 
 logger = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class TieredCache:
@@ -68,15 +71,7 @@ class TieredCache:
         """The L1 entry without its image and without counting it, or ``None`` (a miss, or
         L1 failing): a submission's look before it knows whether the hit answers it. Count
         a hit that did with ``count_hit``."""
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                info = await self._l1.peek(key)
-        except (CacheError, TimeoutError) as exc:
-            self._log_failure(self._l1, "get", key, exc)
-            CACHE_LOOKUPS.labels(self._l1.name, "error").inc()
-            return None
-        CACHE_LOOKUPS.labels(self._l1.name, "miss" if info is None else "hit").inc()
-        return info
+        return await self._read(self._l1, key, self._l1.peek)
 
     async def describe_from_l2(self, key: str) -> ImageInfo | None:
         """After an L1 miss: L2's entry without its image, its hit counted there, and L1
@@ -133,15 +128,22 @@ class TieredCache:
         return {layer.name: result for layer, result in zip(self._layers, results, strict=True)}
 
     async def _get(self, layer: CacheLayer, key: str) -> CachedImage | None:
+        return await self._read(layer, key, layer.get)
+
+    async def _read(
+        self, layer: CacheLayer, key: str, read: Callable[[str], Awaitable[T | None]]
+    ) -> T | None:
+        """``read(key)`` on ``layer`` within the read timeout, counted as a hit, a miss or
+        an error; a failure is logged and answers ``None``."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                image = await layer.get(key)
+                found = await read(key)
         except (CacheError, TimeoutError) as exc:
             self._log_failure(layer, "get", key, exc)
             CACHE_LOOKUPS.labels(layer.name, "error").inc()
             return None
-        CACHE_LOOKUPS.labels(layer.name, "miss" if image is None else "hit").inc()
-        return image
+        CACHE_LOOKUPS.labels(layer.name, "miss" if found is None else "hit").inc()
+        return found
 
     async def _put(self, layer: CacheLayer, image: CachedImage) -> bool:
         try:

@@ -189,7 +189,7 @@ class Producer:
         # job even when that job has finished and its result is already cached. (A plain
         # request's L1 look comes first only so that the caller's round trip, which honours
         # the window, can serve a hit.) The admit script checks the window again atomically.
-        known: JobView | None = None  # the duplicate's view, when already read
+        read: dict[bytes, bytes] | None = None  # the duplicate's record, when already read
         if next(image_items(request), None) is not None:
             # Inputs are resolved (and stored) only once the rate allows the submission.
             await self.check_rate(user)
@@ -210,16 +210,15 @@ class Producer:
             if screened.served:
                 assert look is not None and look.done is not None and look.image is not None
                 done = look.done.model_copy(update={"user": user})
-                return Submission(self._count_served(done, look.image), created=True)
+                return Submission(self._answered(done, image=look.image), created=True)
             duplicate = None if screened.duplicate is None else screened.duplicate.decode()
-            if screened.duplicate_fields is not None:  # the duplicate, read with the caller
-                found = record_from(screened.duplicate_fields)
-                if found is None:  # finished and expired since
-                    duplicate = None
-                else:
-                    known = found.view(deduplicated=True)
+            read = screened.duplicate_fields  # the duplicate's record, read with the caller
         if duplicate is not None:
-            view = known if known is not None else await self.view(duplicate, deduplicated=True)
+            if read is None:
+                view = await self.view(duplicate, deduplicated=True)
+            else:  # None when it finished and expired since
+                found = record_from(read)
+                view = None if found is None else found.view(deduplicated=True)
             # A cancelled or failed job would never give this request its sprite.
             if view is not None and view.status not in (JobStatus.CANCELLED, JobStatus.FAILED):
                 metrics.JOBS_SUBMITTED.labels("deduplicated").inc()
@@ -233,13 +232,11 @@ class Producer:
         image = await cache.peek(record.cache_key) if look is None else look.image
         if image is not None:
             done = await self._record_served(record, image)
-            return Submission(self._count_served(done, image), created=True)
+            return Submission(self._answered(done, image=image), created=True)
         image = await cache.describe_from_l2(record.cache_key)  # counted in L2
         if image is not None:
             done = await self._record_served(record, image)
-            metrics.JOBS_SUBMITTED.labels("cache_hit").inc()
-            log.info("job_served_from_cache", job_id=done.job_id, cache="hit", layer="l2")
-            return Submission(done.view(), created=True)
+            return Submission(self._answered(done), created=True)
         return await self.enqueue(record, missed_cache=True)
 
     async def enqueue(
@@ -381,11 +378,14 @@ class Producer:
         await self._res.submissions.record_finished(done, keep_s=keep_s)
         return done
 
-    def _count_served(self, done: JobRecord, image: ImageInfo) -> JobView:
-        """Count an L1 hit that answered ``done``'s request (written by now)."""
-        self._res.cache.count_hit(image.key)
+    def _answered(self, done: JobRecord, *, image: ImageInfo | None = None) -> JobView:
+        """Count a hit that answered ``done``'s request (written by now): ``image`` when
+        it came from L1, whose hits are counted here (L2 counts its own as it reads)."""
+        if image is not None:
+            self._res.cache.count_hit(image.key)
         metrics.JOBS_SUBMITTED.labels("cache_hit").inc()
-        log.info("job_served_from_cache", job_id=done.job_id, cache="hit", layer="l1")
+        log.info("job_served_from_cache", job_id=done.job_id, cache="hit",
+                 layer="l2" if image is None else "l1")  # fmt: skip
         return done.view()
 
     async def view(self, job_id: str, *, deduplicated: bool = False) -> JobView | None:

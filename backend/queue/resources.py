@@ -129,7 +129,7 @@ async def open_resources(settings: Settings) -> Resources:
         cache_redis=cache_redis,
         scripts=scripts,
         jobs=jobs,
-        submissions=SubmitStore(jobs),
+        submissions=SubmitStore(jobs, scripts),
         webhooks=WebhookStore(redis, scripts),
         cache=cache,
         estimates=QueueEstimates(

@@ -88,10 +88,6 @@ class JobStore:
     def redis(self) -> aioredis.Redis:
         return self._redis
 
-    @property
-    def scripts(self) -> Scripts:
-        return self._scripts
-
     async def run_durable(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, bool]:
         """Run a script; with replicas, also whether one acknowledged it in time."""
         if self._durability is None:

@@ -17,17 +17,13 @@ from arq.constants import job_key_prefix
 
 from backend.errors import Unavailable
 from backend.models import JobRecord
-from backend.options import WebhookView
 from backend.store import keys
 from backend.store.jobs import AdmitCode, JobStore
 from backend.store.quotas import QUOTA_KEEP_S, quota_key
-from backend.store.writes import EVENTS_MAXLEN
+from backend.store.scripts import Scripts
+from backend.store.writes import EVENTS_MAXLEN, compact_json
 
 log = structlog.get_logger(__name__)
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -48,9 +44,10 @@ class Group:
 class SubmitStore:
     """Beside ``JobStore``, whose Redis, queue, priority aging and durable runs it shares."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, jobs: JobStore, scripts: Scripts) -> None:
         self._jobs = jobs
         self._redis = jobs.redis
+        self._scripts = scripts
 
     async def admit_group(
         self,
@@ -75,12 +72,12 @@ class SubmitStore:
         args: list[object] = [
             int(first.created_at * 1000), per_user, capacity, arq_expires_ms, EVENTS_MAXLEN,
             keys.EVENTS_CHANNEL, user, slots, median_duration_s, keep_s, daily_quota,
-            QUOTA_KEEP_S, keys.WAKE_CHANNEL, self._jobs.aging_ms, _json(group),
+            QUOTA_KEEP_S, keys.WAKE_CHANNEL, self._jobs.aging_ms, compact_json(group),
             keep_s + arq_expires_ms // 1000, keys.job(""), job_key_prefix, keys.events(""),
             len(records),
         ]  # fmt: skip
         for record, payload in zip(records, payloads, strict=True):
-            args += [record.job_id, payload, _json(record.to_fields()),
+            args += [record.job_id, payload, compact_json(record.to_fields()),
                      record.view().model_dump_json()]  # fmt: skip
         script_keys = [
             keys.INFLIGHT, keys.user_inflight(user), self._jobs.queue_name, keys.user_jobs(user),
@@ -109,15 +106,14 @@ class SubmitStore:
     async def record_finished(self, record: JobRecord, *, keep_s: int) -> None:
         """Store a job that never queued (a cache hit) with its final event, in one script
         (``recordServed``, the writes a plain request's hit makes in ``resolveSubmit``);
-        with a ``callback_url``, its webhook delivery is due in the same step."""
+        with a ``callback_url``, its webhook (pending in ``record``) is due in the same step."""
         job_id = record.job_id
-        if record.callback_url:
-            record = record.model_copy(update={"webhook": WebhookView()})
         created_ms = int(record.created_at * 1000)
-        await self._jobs.scripts.run(
+        await self._scripts.run(
             "recordServed",
             [keys.job(job_id), keys.events(job_id), keys.user_jobs(record.user), keys.STATS,
              keys.WEBHOOKS],
-            [_json(record.to_fields()), record.view().model_dump_json(), job_id, created_ms,
-             keep_s, EVENTS_MAXLEN, "1" if record.callback_url else "", keys.WAKE_CHANNEL],
+            [compact_json(record.to_fields()), record.view().model_dump_json(), job_id,
+             created_ms, keep_s, EVENTS_MAXLEN, "1" if record.callback_url else "",
+             keys.WAKE_CHANNEL],
         )  # fmt: skip
