@@ -520,18 +520,28 @@ class Benchmark:
         return latency_summary(times)
 
     async def _round_trip_after_idle(self) -> dict[str, float]:
-        """A Redis PING's median time 50 ms after the last one (as at 20 jobs/s, where every
-        process sleeps between jobs) and right after another: what a wake-up costs here."""
-        idle, hot = [], []
-        for _ in range(max(int(self.sizes.low_rate * self.sizes.latency_s), 1)):
-            await asyncio.sleep(0.05)
-            began = time.perf_counter()
-            await self.redis.ping()
-            woken = time.perf_counter()
-            await self.redis.ping()
-            idle.append(woken - began)
-            hot.append(time.perf_counter() - woken)
-        return {"idle": 1000 * statistics.median(idle), "hot": 1000 * statistics.median(hot)}
+        """A Redis PING's and an HTTP GET's (the mock's balance) median time 50 ms after the
+        last one (as at 20 jobs/s, where every process sleeps between jobs) and right after
+        another: what a wake-up costs here, on a short exchange and on a Python one."""
+        import httpx
+
+        assert self.settings is not None
+        times: dict[str, list[float]] = {"idle": [], "hot": [], "http_idle": [], "http_hot": []}
+        headers = {"Authorization": f"Bearer {MOCK_API_KEY}"}
+        async with httpx.AsyncClient(base_url=self.settings.pixellab.base_url) as client:
+            for _ in range(max(int(self.sizes.low_rate * self.sizes.latency_s), 1)):
+                for name, exchange in (
+                    ("", self.redis.ping),
+                    ("http_", lambda: client.get("/balance", headers=headers)),
+                ):
+                    await asyncio.sleep(0.05)
+                    began = time.perf_counter()
+                    await exchange()
+                    woken = time.perf_counter()
+                    await exchange()
+                    times[name + "idle"].append(woken - began)
+                    times[name + "hot"].append(time.perf_counter() - woken)
+        return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
     # -- part 3 --------------------------------------------------------------------------
 
@@ -735,7 +745,8 @@ def print_report(results: dict[str, Any], table: list[Row], smoke: bool) -> None
             print(f"  {'(the same work with no queue around it)':<42}{alone:6.2f} ms")
             trip = full["round_trip_ms"]
             print(f"  (a Redis round trip: {trip['idle']:.2f} ms after 50 ms idle, "
-                  f"{trip['hot']:.2f} ms right after another)")  # fmt: skip
+                  f"{trip['hot']:.2f} ms right after another; an HTTP GET of the mock: "
+                  f"{trip['http_idle']:.2f} and {trip['http_hot']:.2f} ms)")  # fmt: skip
     if slow := results.get("slow"):
         print(
             f"slow run: {slow['done']}/{slow['jobs']} done; submitted in "

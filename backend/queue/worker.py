@@ -30,7 +30,7 @@ from backend.queue.resources import open_resources
 from backend.queue.runner import JobRunner
 from backend.queue.serializer import deserialize, serialize
 from backend.queue.tasks import generate_sprite
-from backend.queue.wakeups import ABORT, REQUEUE, Wakeups
+from backend.queue.wakeups import ABORT, POLL, REQUEUE, Wakeups
 from backend.queue.webhooks import WebhookDeliverer
 from backend.store.claims import Claim, claim_job
 from backend.store.connect import arq_settings
@@ -65,7 +65,8 @@ class SpriteWorker(Worker):
     - Pickup in one round trip a job: ``start_jobs`` claims with one script that also reads
       what arq's ``run_job`` would read first, and ``run_job`` runs the task from it.
     - Woken, not polling: between polls the loop waits on ``sq:wake`` (``_until_work``),
-      and it reads the next deferred job and arq's abort set only when a message says they
+      claims a job the message names at once, with no read of the queue (``_start_named``),
+      and reads the next deferred job and arq's abort set only when a message says they
       changed (``queue.wakeups``).
     ``tests/integration/test_arq_hooks.py`` fails loudly if arq's internals change under
     these hooks.
@@ -83,6 +84,8 @@ class SpriteWorker(Worker):
     _next_due_ms: float | None = None  # the next deferred job's score, as last read
     _look_for_deferred = True  # read it again at the next wait
     _next_abort_check = 0.0
+    _skip_poll = False  # the next iteration reads no queue (``_start_named``)
+    _picking_stopped = False  # a stop turned arq's ``allow_pick_jobs`` off
     _idle_poll_s = 2.0
 
     def wait_for_permit(self, permit: Permit) -> None:
@@ -107,7 +110,7 @@ class SpriteWorker(Worker):
                 await self.ctx["loops"].recovered()
             if self.job_counter >= self.max_jobs:
                 self._more_due = True  # no look at the queue this time
-            await super()._poll_iteration()
+            await self._poll_or_not()
             self._redis_down = False
             await self._until_work()
         except (RedisError, OSError) as exc:
@@ -116,6 +119,29 @@ class SpriteWorker(Worker):
                 log.warning("worker_redis_unavailable", error=type(exc).__name__)
             self._redis_down = True
             await asyncio.sleep(REDIS_RETRY_S)
+
+    async def _poll_or_not(self) -> None:
+        """arq's poll iteration, without its read of the queue when the last wake-up named
+        every job there was to start (``_start_named``); its other steps (arq's abort set,
+        finished tasks, heartbeat) run either way."""
+        skip, self._skip_poll = self._skip_poll, False
+        wakeups: Wakeups | None = self.ctx.get("wakeups")
+        if not skip or not self.allow_pick_jobs:
+            if wakeups is not None:
+                wakeups.take_jobs()  # the read below finds them
+                wakeups.take(POLL)
+            await super()._poll_iteration()
+            return
+        self.allow_pick_jobs = False  # arq's switch for its read of the queue
+        try:
+            await super()._poll_iteration()
+        finally:
+            # A stop that came meanwhile (arq's wait for completion) keeps it off.
+            self.allow_pick_jobs = not self._picking_stopped
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        self._picking_stopped = True
+        super().handle_sig_wait_for_completion(signum)
 
     def _end_if_stopped(self) -> None:
         """End the poll loop if a stop cancelled it, even when the cancel never reached the
@@ -149,6 +175,24 @@ class SpriteWorker(Worker):
                 timeout = min(timeout, max(due_ms - timestamp_ms(), 0) / 1000)
         if not await wakeups.wait(timeout):
             self._look_for_deferred = True  # the fallback: nothing is taken on trust
+            return
+        await self._start_named(wakeups)
+
+    async def _start_named(self, wakeups: Wakeups) -> None:
+        """Claim the jobs the wake-up named, at once, without reading the queue: a poll
+        would cost a round trip first and, within arq's poll interval of the last one, a
+        sleep for the rest of it. Only a worker that left no due job behind waits for a
+        wake-up, so the named jobs are all the new work, unless a message said otherwise
+        (``POLL``: unnamed work, a requeue, a freed permit) or a claim stopped short (no
+        slot, no permit): then the next iteration polls as arq does. Another worker's claim
+        of the same job costs this one a refused claim, in place of the poll it saves."""
+        named = wakeups.take_jobs()
+        if not named or not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
+            return  # (a stop turns allow_pick_jobs off: no new job while it waits for its own)
+        more_due = self._more_due
+        await self.start_jobs([job_id.encode() for job_id in named])
+        self._more_due = more_due or self._more_due
+        self._skip_poll = not wakeups.take(POLL) and not self._more_due
 
     async def _next_deferred_ms(self, wakeups: Wakeups) -> float | None:
         """When the next deferred job is due. Read from the queue only when that may have

@@ -14,8 +14,9 @@ DLQ = PREFIX + "dlq"  # zset job_id -> dead-lettered at (ms)
 DURATIONS = PREFIX + "durations"  # list of recent run durations (s), newest first
 WORKERS = PREFIX + "workers"  # zset worker_id -> last heartbeat (ms)
 EVENTS_CHANNEL = PREFIX + "events"  # pub/sub: one message per job event, for the SSE fan-out
-# pub/sub: work became available; the message says which (backend.queue.wakeups): "job",
-# "requeue" (perhaps deferred), "permit", "abort" (a running job cancelled), "webhook"
+# pub/sub: work became available; the message says which (backend.queue.wakeups): "job
+# <id>" (one admitted job), "job" (several), "requeue" (perhaps deferred), "permit",
+# "abort" (a running job cancelled), "webhook"
 WAKE_CHANNEL = PREFIX + "wake"
 QUEUE_STATE = PREFIX + "queue-state"  # last reported ok|warning|critical
 STATS = PREFIX + "stats"  # hash of counters exact across processes (cache hits, misses, …)

@@ -48,6 +48,17 @@ def test_each_hook_overrides_a_method_arq_still_has(name: str) -> None:
         )
 
 
+def test_the_poll_still_reads_the_queue_only_while_jobs_may_be_picked() -> None:
+    # _start_named skips one read of the queue with arq's switch; its stop handler turns
+    # the same switch off for good, and ours keeps it off.
+    source = inspect.getsource(Worker._poll_iteration)
+    assert source.index("if self.allow_pick_jobs:") < source.index("self.pool.zrangebyscore(")
+    assert "self.allow_pick_jobs = False" in inspect.getsource(
+        Worker.handle_sig_wait_for_completion
+    )
+    assert SpriteWorker.handle_sig_wait_for_completion is not Worker.handle_sig_wait_for_completion
+
+
 def test_start_jobs_still_claims_and_runs_as_ours_does() -> None:
     # Ours is arq's loop with the claim made one script: the claim's keys and value, the
     # semaphore, the counter and run_job's arguments must still be what arq uses.

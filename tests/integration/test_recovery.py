@@ -96,6 +96,42 @@ async def test_sigterm_finishes_short_jobs_and_requeues_long_ones(
     assert await redis.zcard(keys.INFLIGHT) == 0
 
 
+@pytest.mark.timeout(90)
+async def test_a_stopping_worker_takes_no_new_job(
+    make_settings: Callable[..., Settings],
+    redis: aioredis.Redis,
+    tokens: dict[str, str],
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """While a SIGTERMed worker waits for its running job, a job admitted meanwhile stays
+    queued for the next worker: its wake-up names it, and a stopping worker does not claim
+    it (arq's switch-off of picking holds for named jobs too)."""
+    settings = make_settings(worker={"shutdown_grace_s": 5})
+    url = start_api(settings, processes)
+    worker = start_worker(settings, processes)
+    alice = auth(tokens["alice"])
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        running = (
+            await http.post(
+                "/v1/jobs", json=sprite_request("a busy owl [mock-latency:2500]"), headers=alice
+            )
+        ).json()["job_id"]
+        await wait_for_status(http, running, tokens["alice"], {"active"}, timeout_s=20)
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)  # the signal handled: picking is off
+        waiting = (
+            await http.post("/v1/jobs", json=sprite_request("a late owl"), headers=alice)
+        ).json()["job_id"]
+        assert worker.wait(20) == 0
+        left = (await http.get(f"/v1/jobs/{waiting}", headers=alice)).json()
+        assert left["status"] == "queued" and left["attempts"] == 0, left
+        done = (await http.get(f"/v1/jobs/{running}", headers=alice)).json()
+        assert done["status"] == "completed", done
+        start_worker(settings, processes)
+        later = await wait_for_status(http, waiting, tokens["alice"], FINAL, timeout_s=30)
+    assert later["status"] == "completed" and later["attempts"] == 1
+
+
 async def stack_on(
     own: EmbeddedRedis, settings: Settings, processes: list[subprocess.Popen[bytes]], user: str
 ) -> tuple[str, str]:

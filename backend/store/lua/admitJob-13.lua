@@ -37,7 +37,7 @@
   ARGV[17] daily generations allowed; 0 = no quota (off, or an admin's DLQ retry: not
            charged to the user)
   ARGV[18] how long the day's counter is kept after its last charge (s)
-  ARGV[19] pub/sub channel that wakes idle workers (sq:wake)
+  ARGV[19] pub/sub channel that wakes idle workers (sq:wake): "job <id>", claimed at once
   ARGV[20] priority aging (ms): the record's ``priority`` is an offset on the job's score in
            arq's queue (include/priority.lua)
   ARGV[21] the stats hash (sq:stats) whose ``cache_misses`` this submission counts (it
@@ -105,5 +105,5 @@ if ARGV[13] == "1" then
   redis.call("ZREM", KEYS[9], job_id)
   redis.call("DEL", KEYS[10])
 end
-redis.call("PUBLISH", ARGV[19], "job")
+redis.call("PUBLISH", ARGV[19], "job " .. job_id)
 return {1, job_id, redis.call("ZCARD", KEYS[2]), position, eta}
