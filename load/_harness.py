@@ -83,6 +83,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+async def redis_commands(redis: aioredis.Redis) -> int:
+    """The commands Redis has run since it started (``INFO commandstats``), this INFO
+    included; a script counts once for itself and once for each command it calls."""
+    stats = await redis.info("commandstats")
+    return sum(int(entry["calls"]) for entry in stats.values())
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """``VmRSS`` (now) and ``VmHWM`` (peak) of a process, in KiB, from ``/proc/PID/status``."""
     found: dict[str, int] = {}

@@ -38,6 +38,7 @@ from _harness import (
     memory_kib,
     peak_concurrency,
     raise_on_sigterm,
+    redis_commands,
     wait_answering,
 )
 
@@ -282,8 +283,11 @@ class Benchmark:
                 await pool.enqueue_job("noop", index, _job_id=f"d{index}", _queue_name=RAW_QUEUE)
 
             watcher.reset()
+            commands_before = await redis_commands(self.redis)
             elapsed = await flood(sizes.drain_jobs, sizes.concurrency, enqueue)
+            commands = await redis_commands(self.redis) - commands_before - 1
             out["enqueue_per_s"] = sizes.drain_jobs / elapsed
+            out["redis_commands_per_submit"] = commands / sizes.drain_jobs
             worker = await self._start_worker(raw=True, wait=False)
             out.update(
                 await self._drain(watcher, worker.pid, [f"d{i}" for i in range(sizes.drain_jobs)])
@@ -369,10 +373,12 @@ class Benchmark:
             self.children.check_alive()
             raise TimeoutError("the worker finished no job within 60 s")
         spy = self.profiler.start(profile, pid) if profile else None
+        commands_before = await redis_commands(self.redis)
         cpu_before, ended_before = cpu_seconds(pid), len(watcher.stamps[FINAL])
         ended = await watcher.wait(FINAL, total, self.sizes.timeout_s)
         cpu_used = cpu_seconds(pid) - cpu_before
         jobs = len(watcher.stamps[FINAL]) - ended_before
+        commands = await redis_commands(self.redis) - commands_before - 1
         self.profiler.stop(spy)
         done = watcher.stamps["completed"]
         if not ended or len(done) < total:
@@ -380,6 +386,7 @@ class Benchmark:
         return {
             "drain_per_s": drain_rate(done),
             "worker_cpu_ms_per_job": 1000 * cpu_used / max(jobs, 1),
+            "redis_commands_per_job": commands / max(jobs, 1),
             "drained": len(done),
         }
 
@@ -485,8 +492,11 @@ class Benchmark:
         watcher.reset()
         spy = self.profiler.start("api", api_pid)
         cpu_before = cpu_seconds(api_pid)
+        commands_before = await redis_commands(self.redis)
         elapsed = await flood(self.sizes.drain_jobs, self.sizes.concurrency, queue_one)
+        commands = await redis_commands(self.redis) - commands_before - 1
         cpu_used = cpu_seconds(api_pid) - cpu_before
+        out["redis_commands_per_submit"] = commands / self.sizes.drain_jobs
         self.profiler.stop(spy)
         out["submit_per_s"] = self.sizes.drain_jobs / elapsed
         out["api_cpu_ms_per_submit"] = 1000 * cpu_used / self.sizes.drain_jobs
@@ -678,6 +688,13 @@ def rows(results: dict[str, Any], sizes: Sizes) -> list[Row]:
         table.append(Row(f"submits/s, one API process ({sizes.concurrency} in flight)", rate,
                          raw.get("enqueue_per_s"), ">= 1,000/s", rate >= 1000, "/s"))  # fmt: skip
         table.append(Row("API CPU per submit", full["api_cpu_ms_per_submit"], unit="ms"))
+        # Redis's own count, a script's calls included, from every process (the API's
+        # position announcer too): what Redis works through, where load/bench_roundtrips.py
+        # counts what crosses the wire.
+        table.append(Row("Redis commands per cache-miss submit", full["redis_commands_per_submit"],
+                         raw.get("redis_commands_per_submit"), unit="cmds"))  # fmt: skip
+        table.append(Row("Redis commands per job, drain", full["redis_commands_per_job"],
+                         same.get("redis_commands_per_job"), unit="cmds"))  # fmt: skip
     if slow:
         jobs, pixellab_s = slow["jobs"], slow["pixellab_s"]
         ideal = slow["submit_window_s"] + pixellab_s
