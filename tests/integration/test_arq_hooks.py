@@ -1,6 +1,6 @@
 """The hooks ``SpriteWorker`` puts into arq's worker, and what they rely on in arq.
 
-Fenced attempts need arq's own post-run writes to be ours (``backend/queue/worker.py``):
+Fenced attempts need arq's own post-run writes to be ours (``backend/queue/arq_worker.py``):
 ``finish_job`` does nothing and ``finish_failed_job`` drops arq's entries only for a job that
 cannot run. These tests fail loudly when an arq upgrade moves what the hooks lean on, and
 check the behaviour the hooks exist for against a real Redis and worker.
@@ -22,7 +22,7 @@ from arq.constants import job_key_prefix
 from arq.worker import Worker
 
 from backend.config import Settings
-from backend.queue.worker import SpriteWorker
+from backend.queue.arq_worker import SpriteWorker
 from backend.store.claims import ARQ_RETRY_KEEP_S
 from fixtures.factories import auth, sprite_request, wait_for_status
 from tests.conftest import Stack
